@@ -1,0 +1,343 @@
+//! JWT: HS256 only, `exp` required (leeway at most 5 s), `nbf` honoured, optional `iss`/`aud`.
+//!
+//! API summary:
+//! - [`Authenticator::new`]`(&AuthConfig)`; share it (`Arc` or clone; it is cheap to clone).
+//! - [`Authenticator::verify`]`(&str) -> Result<Claims, AuthError>` at the current time;
+//!   [`Authenticator::verify_at`]`(&str, now_secs)` for tests. [`AuthError`] says why
+//!   (expired, bad signature, malformed, wrong algorithm, not yet valid, missing claim, wrong
+//!   issuer/audience); its `Display` is safe to log and to send as the `AUTH_FAILURE` message.
+//! - [`Authenticator::sign`]`(&Claims) -> Result<String, AuthError>`;
+//!   [`Authenticator::issue`]`(IssueRequest, now_secs) -> Result<(String, Claims), AuthError>`
+//!   builds the claims `tether token` and `/dev/token` hand out (`sub`, `iat`, `exp`,
+//!   `channels`, optional `admin`, configured `iss`/`aud`). [`all_channels`] is the "every
+//!   channel" right for `/dev/token`.
+//! - [`fingerprint`]`(token) -> String`: 12 hex digits of SHA-256, for logs — never the token.
+//! - [`Secret`]: key bytes with a redacted `Debug`.
+
+use std::fmt;
+use std::time::Duration;
+
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use protocol::{Audience, ChannelGlob, ChannelRights, Claims};
+use sha2::{Digest as _, Sha256};
+
+/// Secret bytes (HS256 key, Twilio token). `Debug` never shows them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    /// Wraps key bytes.
+    #[must_use]
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self(bytes)
+    }
+
+    /// The bytes. Never log them.
+    #[must_use]
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Length in bytes.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when empty.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret(<redacted, {} bytes>)", self.0.len())
+    }
+}
+
+/// JWT settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// The HS256 key.
+    pub secret: Secret,
+    /// Required `iss`, when set (and put into issued tokens).
+    pub issuer: Option<String>,
+    /// Required `aud`, when set (and put into issued tokens).
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp`/`nbf`; capped at 5 s.
+    pub leeway: Duration,
+}
+
+impl AuthConfig {
+    /// A config with just a secret (no iss/aud, 5 s leeway).
+    #[must_use]
+    pub fn with_secret(secret: impl Into<Vec<u8>>) -> Self {
+        Self {
+            secret: Secret::new(secret.into()),
+            issuer: None,
+            audience: None,
+            leeway: MAX_LEEWAY,
+        }
+    }
+}
+
+/// The largest leeway the contract allows.
+pub const MAX_LEEWAY: Duration = Duration::from_secs(5);
+
+/// Why a token was refused. `Display` never contains the token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// `exp` (plus leeway) is in the past.
+    #[error("token expired")]
+    Expired,
+    /// `nbf` (minus leeway) is in the future.
+    #[error("token not yet valid")]
+    NotYetValid,
+    /// The signature does not match (forged, or signed with another key).
+    #[error("bad token signature")]
+    BadSignature,
+    /// The header names an algorithm other than HS256 (including `none`).
+    #[error("token algorithm {0:?} not allowed (HS256 only)")]
+    WrongAlgorithm(String),
+    /// A required claim is absent.
+    #[error("token has no {0} claim")]
+    MissingClaim(&'static str),
+    /// `iss` does not match the configured issuer.
+    #[error("token issuer not accepted")]
+    WrongIssuer,
+    /// `aud` does not contain the configured audience.
+    #[error("token audience not accepted")]
+    WrongAudience,
+    /// Not a JWT, or claims of the wrong shape.
+    #[error("malformed token: {0}")]
+    Malformed(String),
+    /// Signing failed (bad key).
+    #[error("cannot sign token: {0}")]
+    Signing(String),
+}
+
+impl AuthError {
+    /// A short snake_case reason for log fields (`expired`, `bad_signature`, …).
+    #[must_use]
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::BadSignature => "bad_signature",
+            Self::WrongAlgorithm(_) => "wrong_algorithm",
+            Self::MissingClaim(_) => "missing_claim",
+            Self::WrongIssuer => "wrong_issuer",
+            Self::WrongAudience => "wrong_audience",
+            Self::Malformed(_) => "malformed",
+            Self::Signing(_) => "signing_failed",
+        }
+    }
+}
+
+/// What `tether token` / `/dev/token` ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssueRequest {
+    /// `sub`.
+    pub sub: String,
+    /// Subscribe globs.
+    pub subscribe: Vec<ChannelGlob>,
+    /// Publish globs.
+    pub publish: Vec<ChannelGlob>,
+    /// Lifetime.
+    pub ttl: Duration,
+    /// `admin` claim.
+    pub admin: bool,
+}
+
+/// The right to every channel (`*`), for `/dev/token`.
+#[must_use]
+pub fn all_channels() -> ChannelRights {
+    let all = ChannelGlob::parse("*").expect("`*` is a valid glob");
+    ChannelRights {
+        subscribe: vec![all.clone()],
+        publish: vec![all],
+    }
+}
+
+/// Signs and verifies HS256 tokens with one key.
+#[derive(Clone)]
+pub struct Authenticator {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    issuer: Option<String>,
+    audience: Option<String>,
+    leeway_secs: i64,
+}
+
+impl fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("leeway_secs", &self.leeway_secs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authenticator {
+    /// Builds the keys and the validation rules from the config.
+    #[must_use]
+    pub fn new(config: &AuthConfig) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        // Time and iss/aud checks are done here, with an explicit `now`, so each failure gets
+        // its own reason and tests need no clock. The library checks the signature and alg.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        validation.leeway = 0;
+        Self {
+            encoding: EncodingKey::from_secret(config.secret.expose()),
+            decoding: DecodingKey::from_secret(config.secret.expose()),
+            validation,
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
+            leeway_secs: i64::try_from(config.leeway.min(MAX_LEEWAY).as_secs()).unwrap_or(5),
+        }
+    }
+
+    /// Verifies `token` now.
+    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        self.verify_at(token, unix_now())
+    }
+
+    /// Verifies `token` as if the time were `now` (seconds since the epoch).
+    pub fn verify_at(&self, token: &str, now: i64) -> Result<Claims, AuthError> {
+        check_header(token)?;
+        let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
+            token,
+            &self.decoding,
+            &self.validation,
+        )
+        .map_err(map_jwt_error)?;
+        let raw = data.claims;
+        for claim in ["sub", "exp"] {
+            if raw.get(claim).is_none_or(serde_json::Value::is_null) {
+                return Err(AuthError::MissingClaim(claim));
+            }
+        }
+        let claims: Claims = serde_json::from_value(serde_json::Value::Object(raw))
+            .map_err(|e| AuthError::Malformed(format!("claims: {e}")))?;
+        if claims.exp.saturating_add(self.leeway_secs) < now {
+            return Err(AuthError::Expired);
+        }
+        if let Some(nbf) = claims.nbf
+            && nbf.saturating_sub(self.leeway_secs) > now
+        {
+            return Err(AuthError::NotYetValid);
+        }
+        if let Some(iss) = &self.issuer
+            && claims.iss.as_deref() != Some(iss.as_str())
+        {
+            return Err(AuthError::WrongIssuer);
+        }
+        if let Some(aud) = &self.audience {
+            let ok = match &claims.aud {
+                Some(Audience::One(a)) => a == aud,
+                Some(Audience::Many(list)) => list.iter().any(|a| a == aud),
+                None => false,
+            };
+            if !ok {
+                return Err(AuthError::WrongAudience);
+            }
+        }
+        Ok(claims)
+    }
+
+    /// Signs `claims` with HS256.
+    pub fn sign(&self, claims: &Claims) -> Result<String, AuthError> {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+            .map_err(|e| AuthError::Signing(e.to_string()))
+    }
+
+    /// Builds and signs the claims for `request` at time `now` (seconds): `iat` = now,
+    /// `exp` = now + ttl, `channels` always present, configured `iss`/`aud` included.
+    pub fn issue(&self, request: IssueRequest, now: i64) -> Result<(String, Claims), AuthError> {
+        let ttl = i64::try_from(request.ttl.as_secs()).unwrap_or(i64::MAX);
+        let claims = Claims {
+            sub: request.sub,
+            exp: now.saturating_add(ttl),
+            iat: Some(now),
+            nbf: None,
+            iss: self.issuer.clone(),
+            aud: self.audience.clone().map(Audience::One),
+            channels: Some(ChannelRights {
+                subscribe: request.subscribe,
+                publish: request.publish,
+            }),
+            admin: request.admin,
+        };
+        let token = self.sign(&claims)?;
+        Ok((token, claims))
+    }
+}
+
+/// 12 hex digits of the token's SHA-256: lets logs correlate a token without revealing it.
+#[must_use]
+pub fn fingerprint(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Seconds since the epoch.
+#[must_use]
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Reads the header's `alg` ourselves so `none` and other algorithms get a precise reason.
+fn check_header(token: &str) -> Result<(), AuthError> {
+    let mut parts = token.split('.');
+    let (Some(header), Some(_), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(AuthError::Malformed("not three dot-separated parts".into()));
+    };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header.trim_end_matches('='))
+        .map_err(|_| AuthError::Malformed("header is not base64url".into()))?;
+    let header: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|_| AuthError::Malformed("header is not JSON".into()))?;
+    match header.get("alg").and_then(serde_json::Value::as_str) {
+        Some("HS256") => Ok(()),
+        Some(other) => Err(AuthError::WrongAlgorithm(other.chars().take(16).collect())),
+        None => Err(AuthError::Malformed("header has no alg".into())),
+    }
+}
+
+fn map_jwt_error(e: jsonwebtoken::errors::Error) -> AuthError {
+    use jsonwebtoken::errors::ErrorKind;
+    match e.kind() {
+        ErrorKind::InvalidSignature => AuthError::BadSignature,
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+            AuthError::WrongAlgorithm("?".into())
+        }
+        ErrorKind::ExpiredSignature => AuthError::Expired,
+        ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+        ErrorKind::MissingRequiredClaim(c) if c == "exp" => AuthError::MissingClaim("exp"),
+        ErrorKind::MissingRequiredClaim(_) => AuthError::MissingClaim("sub"),
+        ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+        ErrorKind::InvalidAudience => AuthError::WrongAudience,
+        ErrorKind::Base64(_) => AuthError::Malformed("not base64url".into()),
+        ErrorKind::Json(_) => AuthError::Malformed("claims are not a JSON object".into()),
+        ErrorKind::Utf8(_) => AuthError::Malformed("not UTF-8".into()),
+        _ => AuthError::Malformed("invalid token".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests;
