@@ -1,0 +1,154 @@
+//! `resilience`: the sans-IO state machines that keep a Tether client connected.
+//!
+//! Everything that *decides* about a client connection lives here, written once as pure state
+//! machines (STYLE §2, like `quinn-proto` and `str0m`): time is an argument, randomness comes
+//! from a seeded RNG the machine owns, and nothing reads a clock, sleeps, spawns or touches a
+//! socket. The native client (`crates/client`, tokio) and the web app (`apps/web`, browser)
+//! drive the same machines, so they behave identically.
+//!
+//! | file | machine |
+//! |---|---|
+//! | `backoff.rs` | [`Backoff`]: 1 s doubling to 30 s, equal jitter `[d/2, d]`, budget of 10 |
+//! | `breaker.rs` | [`Breaker`]: opens after 5 failures in 60 s, half-open after 30 s, one trial |
+//! | `heartbeat.rs` | [`Heartbeat`]: pings, pong matching, RTT, dead link after 2.5 intervals |
+//! | `connection.rs` | [`Connection`]: the five states of CONTRACT §8, composing the three above |
+#![warn(missing_docs)]
+#![warn(clippy::disallowed_methods)]
+
+pub mod backoff;
+pub mod breaker;
+pub mod connection;
+pub mod heartbeat;
+
+use std::time::Duration;
+
+/// The monotonic instant every machine takes as `now`: `std::time::Instant` natively,
+/// `web_time::Instant` in the browser (whose `std` version panics), as quinn-proto does.
+#[cfg(not(target_arch = "wasm32"))]
+pub use std::time::Instant;
+#[cfg(target_arch = "wasm32")]
+pub use web_time::Instant;
+
+pub use backoff::{Backoff, BackoffConfig};
+pub use breaker::{Breaker, BreakerConfig, BreakerState, BreakerTransition};
+pub use connection::{Connection, Event, Failure, Input, Output, WaitCause};
+pub use heartbeat::{Heartbeat, HeartbeatConfig, HeartbeatEvent, RttStats};
+
+/// A test base instant: the one clock read in this crate, for tests only.
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)]
+pub(crate) fn t0() -> Instant {
+    Instant::now()
+}
+
+/// Every number the machines use, with the defaults of CONTRACT §8 (from
+/// `protocol::defaults`) and a seed for the jitter.
+///
+/// Give each client its own random seed (from `getrandom`, `crypto.getRandomValues`, …):
+/// clients sharing a seed share a retry schedule, which defeats the jitter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// `initialRetryDelay`: un-jittered delay before the first retry (1000 ms).
+    pub initial_retry_delay: Duration,
+    /// `maxRetryDelay`: cap of the un-jittered delay (30000 ms).
+    pub max_retry_delay: Duration,
+    /// `maxRetryAttempts`: failed attempts before `FAILED` (10).
+    pub max_retry_attempts: u32,
+    /// `connectionTimeout`: from opening the socket to `welcome` (5000 ms).
+    pub connection_timeout: Duration,
+    /// `heartbeatInterval` until a `welcome` says otherwise (30000 ms).
+    pub heartbeat_interval: Duration,
+    /// `latencyThreshold`: an RTT above it is a spike and raises the latency alert (200 ms).
+    pub latency_threshold: Duration,
+    /// Breaker: failures within `breaker_window` that open it (5).
+    pub breaker_threshold: u32,
+    /// Breaker: the sliding window (60 s).
+    pub breaker_window: Duration,
+    /// Breaker: from opening to half-open (30 s).
+    pub breaker_open: Duration,
+    /// A connection up at least this long was healthy: the next retry delay restarts at the
+    /// initial delay (30 s). Shorter connections keep growing the delay (a flapping server).
+    pub stable_after: Duration,
+    /// RTT samples kept for median and p95 (20).
+    pub rtt_window: usize,
+    /// Outbound queue capacity (1000).
+    pub queue_capacity: usize,
+    /// Largest encoded `publish` frame, until a `welcome` says otherwise (64 KiB).
+    pub max_message_bytes: usize,
+    /// Queued publishes older than this expire and are reported failed (24 h).
+    pub dedup_window: Duration,
+    /// Publishes sent but not yet acknowledged at most (keeps a flush after a reconnect
+    /// inside the server's burst of 1000).
+    pub max_in_flight: usize,
+    /// How often a [`QualitySnapshot`] is emitted for the `connection_quality` log (60 s).
+    pub quality_interval: Duration,
+    /// Alert when more than this many attempts are made in one outage (3).
+    pub alert_reconnect_attempts: u32,
+    /// Alert when more than this many messages failed within `alert_failed_window` (5).
+    pub alert_failed_messages: u32,
+    /// The window failed messages are counted in for the alert (5 min).
+    pub alert_failed_window: Duration,
+    /// Alert when down longer than this (30 s).
+    pub alert_downtime: Duration,
+    /// Seed of the jitter RNG; give every client its own.
+    pub seed: u64,
+}
+
+impl Config {
+    /// The defaults of CONTRACT §8 with this jitter seed.
+    pub fn new(seed: u64) -> Self {
+        use protocol::defaults as d;
+        Self {
+            initial_retry_delay: Duration::from_millis(d::INITIAL_RETRY_DELAY_MS),
+            max_retry_delay: Duration::from_millis(d::MAX_RETRY_DELAY_MS),
+            max_retry_attempts: d::MAX_RETRY_ATTEMPTS,
+            connection_timeout: Duration::from_millis(d::CONNECTION_TIMEOUT_MS),
+            heartbeat_interval: Duration::from_millis(d::HEARTBEAT_INTERVAL_MS),
+            latency_threshold: Duration::from_millis(d::LATENCY_THRESHOLD_MS),
+            breaker_threshold: d::BREAKER_FAILURE_THRESHOLD,
+            breaker_window: Duration::from_millis(d::BREAKER_WINDOW_MS),
+            breaker_open: Duration::from_millis(d::BREAKER_OPEN_MS),
+            stable_after: Duration::from_millis(d::MAX_RETRY_DELAY_MS),
+            rtt_window: 20,
+            queue_capacity: d::OFFLINE_QUEUE_CAPACITY,
+            max_message_bytes: d::MAX_MESSAGE_BYTES,
+            dedup_window: Duration::from_millis(d::DEDUP_WINDOW_MS),
+            max_in_flight: 256,
+            quality_interval: Duration::from_secs(60),
+            alert_reconnect_attempts: d::ALERT_RECONNECT_ATTEMPTS,
+            alert_failed_messages: d::ALERT_FAILED_MESSAGES,
+            alert_failed_window: Duration::from_secs(5 * 60),
+            alert_downtime: Duration::from_millis(d::ALERT_DOWNTIME_MS),
+            seed,
+        }
+    }
+
+    /// The backoff's part.
+    pub fn backoff(&self) -> BackoffConfig {
+        BackoffConfig {
+            initial: self.initial_retry_delay,
+            max: self.max_retry_delay,
+            max_attempts: self.max_retry_attempts,
+        }
+    }
+
+    /// The breaker's part.
+    pub fn breaker(&self) -> BreakerConfig {
+        BreakerConfig {
+            threshold: self.breaker_threshold,
+            window: self.breaker_window,
+            open_for: self.breaker_open,
+        }
+    }
+
+    /// The heartbeat's part (dead link after 2.5 intervals, as the server).
+    pub fn heartbeat(&self) -> HeartbeatConfig {
+        HeartbeatConfig {
+            interval: self.heartbeat_interval,
+            dead_after_num: protocol::defaults::DEAD_LINK_HEARTBEATS_NUM as u32,
+            dead_after_den: protocol::defaults::DEAD_LINK_HEARTBEATS_DEN as u32,
+            latency_threshold: self.latency_threshold,
+            window: self.rtt_window,
+        }
+    }
+}
