@@ -52,6 +52,8 @@ async fn start(config: Config) -> anyhow::Result<()> {
     let opened = crate::store::open(&config.store)
         .await
         .with_context(|| format!("opening the store {}", config.database_url))?;
+    // Before anything is announced, so a supervisor's early SIGTERM is a graceful stop.
+    let shutdown = shutdown_signal();
     let listener = tokio::net::TcpListener::bind(config.listen_addr())
         .await
         .with_context(|| format!("binding {}", config.listen_addr()))?;
@@ -67,29 +69,42 @@ async fn start(config: Config) -> anyhow::Result<()> {
         environment = config.environment.as_str(),
         "listening on {local}"
     );
-    crate::run(listener, config, opened, shutdown_signal()).await
+    crate::run(listener, config, opened, shutdown).await
 }
 
-/// Resolves on SIGTERM or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
+/// Installs the SIGTERM/SIGINT handlers **now** (so a signal that arrives before the future is
+/// first polled is not lost, nor kills the process) and resolves on the first of them. Call it
+/// inside the runtime.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                // Without a SIGTERM handler, Ctrl-C still stops the server.
-                let _ = tokio::signal::ctrl_c().await;
+                (Ok(mut one), Err(_)) | (Err(_), Ok(mut one)) => {
+                    one.recv().await;
+                }
+                (Err(_), Err(_)) => {
+                    // No handler could be installed: never resolve; the default action of the
+                    // signal then ends the process.
+                    std::future::pending::<()>().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            // Without Ctrl-C support there is nothing to wait for.
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
