@@ -19,6 +19,8 @@ pub mod backoff;
 pub mod breaker;
 pub mod connection;
 pub mod heartbeat;
+pub mod queue;
+pub mod subscriptions;
 
 use std::time::Duration;
 
@@ -33,6 +35,8 @@ pub use backoff::{Backoff, BackoffConfig};
 pub use breaker::{Breaker, BreakerConfig, BreakerState, BreakerTransition};
 pub use connection::{Connection, Event, Failure, Input, Output, WaitCause};
 pub use heartbeat::{Heartbeat, HeartbeatConfig, HeartbeatEvent, RttStats};
+pub use queue::{OutboundQueue, QueueConfig, QueueError, QueueEvent};
+pub use subscriptions::{Position, SubscriptionEvent, Subscriptions, Verdict};
 
 /// A test base instant: the one clock read in this crate, for tests only.
 #[cfg(test)]
