@@ -1,0 +1,50 @@
+//! `cargo xtask`: Tether's task runner.
+//!
+//! Every subcommand lives in its own file, exposing `pub struct Args` (a `clap::Args`) and
+//! `pub fn run(args: Args) -> anyhow::Result<()>`. Adding one is a two-line change here: a
+//! `mod` line and a line in the `tasks!` list below (its doc comment becomes the `--help` text).
+//! Shared helpers (step output, the workspace root, the wasm target) are in `util.rs`.
+
+mod test;
+mod tidy;
+mod util;
+
+use clap::Parser;
+
+/// Declares the subcommand enum and its dispatch from one list of `Variant(module)` entries, so
+/// that a new subcommand cannot be declared without being dispatched.
+macro_rules! tasks {
+    ($($(#[$doc:meta])* $variant:ident($module:ident),)*) => {
+        #[derive(clap::Subcommand)]
+        enum Task {
+            $($(#[$doc])* $variant($module::Args),)*
+        }
+
+        impl Task {
+            fn run(self) -> anyhow::Result<()> {
+                match self {
+                    $(Task::$variant(args) => $module::run(args),)*
+                }
+            }
+        }
+    };
+}
+
+tasks! {
+    /// Everything CI checks: format, tidy, clippy (native and wasm32), tests, web, chaos smoke.
+    Test(test),
+    /// Only the house-rule checks (`//!` headers, banned test attributes, dependency direction).
+    Tidy(tidy),
+}
+
+/// Tether's task runner; run it as `cargo xtask <task>`.
+#[derive(Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+fn main() -> anyhow::Result<()> {
+    Cli::parse().task.run()
+}
