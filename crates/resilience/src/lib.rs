@@ -8,18 +8,110 @@
 //!
 //! | file | machine |
 //! |---|---|
-//! | `backoff.rs` | [`Backoff`]: 1 s doubling to 30 s, equal jitter `[d/2, d]`, budget of 10 |
+//! | `session.rs` | [`Session`]: **what a driver runs** — all of the below composed |
+//! | `connection.rs` | [`Connection`]: the five states of CONTRACT §8; composes the next three |
+//! | `backoff.rs` | [`Backoff`]: 1 s doubling to 30 s, equal jitter in `[d/2, d]`, budget of 10 |
 //! | `breaker.rs` | [`Breaker`]: opens after 5 failures in 60 s, half-open after 30 s, one trial |
-//! | `heartbeat.rs` | [`Heartbeat`]: pings, pong matching, RTT, dead link after 2.5 intervals |
-//! | `connection.rs` | [`Connection`]: the five states of CONTRACT §8, composing the three above |
+//! | `heartbeat.rs` | [`Heartbeat`]: pings, pongs by id, RTT median/p95, dead link after 2.5 × interval |
+//! | `queue.rs` | [`OutboundQueue`]: bounded, persistable publishes, ids kept for exactly-once resend |
+//! | `subscriptions.rs` | [`Subscriptions`]: last offset + epoch per channel, repeats dropped, gaps repaired |
+//! | `metrics.rs` | [`Metrics`], [`QualitySnapshot`]: RTT, delivery rate, attempts, downtime |
+//! | `alerts.rs` | [`Alerts`]: latency > 200 ms, > 3 attempts, > 5 failed messages, down > 30 s |
+//!
+//! # How to drive it
+//!
+//! A driver owns a socket, a timer and a clock; the [`Session`] owns every decision.
+//!
+//! 1. Create it with [`Config::new`] (give each client its own random seed) and both clocks
+//!    read once: `Session::new(config, Instant::now(), wall_clock_now)`; or
+//!    [`Session::restore`] with what [`Session::persist`] saved last time.
+//! 2. Tell it what the app wants: [`Session::connect`], [`Session::subscribe`],
+//!    [`Session::publish`], [`Session::close`], [`Session::retry`].
+//! 3. Tell it what happened, with the current time: [`Input::SocketOpened`],
+//!    [`Session::handle_text`] for every text frame, [`Input::Closed`] (code 1006 when the
+//!    close had none), [`Input::TransportError`], [`Input::NetworkOnline`] /
+//!    [`Input::NetworkOffline`], [`Input::TokenAvailable`] / [`Input::TokenUnavailable`] after
+//!    [`Event::TokenNeeded`], and [`Session::handle_timeout`] when [`Session::poll_timeout`]
+//!    is reached (early or spurious calls are harmless).
+//! 4. After every call, drain [`Session::poll_output`] and do what it says — [`Output::OpenSocket`]
+//!    (drop any old socket, open a new one), [`Output::SendHello`] (send `hello` with the
+//!    current token), [`Output::Send`] (encode with `protocol::encode` and send),
+//!    [`Output::CloseSocket`] (close and forget that socket: ignore its later events) — then
+//!    drain [`Session::poll_event`] for the app and the logs ([`SessionEvent`]: state changes
+//!    for `connection_state_changed`, `retry_failed`, `latency_spike`, alerts, a
+//!    [`QualitySnapshot`] every 60 s for `connection_quality`, delivered messages, acks,
+//!    [`SessionEvent::PersistRequested`] to save [`Session::persist`]).
+//! 5. Sleep until [`Session::poll_timeout`] or the next socket event, whichever comes first.
+//!
+//! A driver has no `if` about policy: no delays, no counting, no deciding what a close code
+//! means. In tokio that is a `select!` over the socket, `sleep_until(poll_timeout)` and a
+//! command channel; in the browser, WebSocket callbacks plus one `setTimeout`.
+//!
+//! ```
+//! use std::time::Duration;
+//! use protocol::{ClientMessage, ServerMessage, Timestamp};
+//! use resilience::{Config, Input, Instant, Output, Session, SessionEvent};
+//!
+//! // A pretend server: answers hello, ping, subscribe and publish at once.
+//! fn server(msg: &ClientMessage) -> Option<String> {
+//!     Some(match msg {
+//!         ClientMessage::Ping(p) => format!(r#"{{"type":"pong","id":{},"server_time":"2026-11-27T14:00:00.000Z"}}"#, p.id),
+//!         ClientMessage::Subscribe(s) => format!(r#"{{"type":"subscribed","channel":"{}","epoch":"e1","offset":0,"recovered":true,"replayed":0}}"#, s.channel),
+//!         ClientMessage::Publish(p) => format!(r#"{{"type":"ack","id":"{}","channel":"{}","offset":1,"duplicate":false}}"#, p.id, p.channel),
+//!         _ => return None,
+//!     })
+//! }
+//! const WELCOME: &str = r#"{"type":"welcome","connection_id":"c1","heartbeat_ms":30000,"max_message_bytes":65536,"server_time":"2026-11-27T14:00:00.000Z","token_expires_at":"2026-11-27T15:00:00.000Z"}"#;
+//!
+//! # #[allow(clippy::disallowed_methods)] // the driver is where the clock is read
+//! let start = Instant::now();
+//! let mut now = start;
+//! let mut session = Session::new(Config::new(7), now, Timestamp::from_unix_millis(1_795_788_000_000));
+//! session.connect(now);
+//! session.subscribe(now, "room:1", None).unwrap();
+//! session.publish(now, "msg-1", "room:1", serde_json::json!({"text": "hello"})).unwrap();
+//!
+//! let mut inbox: Vec<String> = Vec::new(); // frames "received" from the socket
+//! let mut acked = false;
+//! while now < start + Duration::from_secs(120) {
+//!     // Do what the machine says.
+//!     while let Some(out) = session.poll_output() {
+//!         match out {
+//!             Output::OpenSocket { .. } => session.handle_input(now, Input::SocketOpened),
+//!             Output::SendHello => inbox.push(WELCOME.to_owned()),
+//!             Output::Send(msg) => inbox.extend(server(&msg)),
+//!             Output::CloseSocket { .. } => {}
+//!         }
+//!     }
+//!     // Tell the app and the logs.
+//!     while let Some(event) = session.poll_event() {
+//!         if let SessionEvent::Queue(resilience::QueueEvent::Acked { id, .. }) = &event {
+//!             acked = id == "msg-1";
+//!         }
+//!     }
+//!     // Feed what arrived; otherwise sleep until the next timeout.
+//!     if let Some(text) = (!inbox.is_empty()).then(|| inbox.remove(0)) {
+//!         session.handle_text(now, &text);
+//!     } else {
+//!         now = session.poll_timeout().unwrap_or(now + Duration::from_secs(1)).max(now);
+//!         session.handle_timeout(now);
+//!     }
+//! }
+//! assert!(acked);
+//! assert_eq!(session.state(), protocol::ConnectionState::Connected);
+//! assert!(session.connection().rtt().last.is_some());
+//! ```
 #![warn(missing_docs)]
 #![warn(clippy::disallowed_methods)]
 
+pub mod alerts;
 pub mod backoff;
 pub mod breaker;
 pub mod connection;
 pub mod heartbeat;
+pub mod metrics;
 pub mod queue;
+pub mod session;
 pub mod subscriptions;
 
 use std::time::Duration;
@@ -31,11 +123,14 @@ pub use std::time::Instant;
 #[cfg(target_arch = "wasm32")]
 pub use web_time::Instant;
 
+pub use alerts::{AlertEvent, AlertKind, Alerts};
 pub use backoff::{Backoff, BackoffConfig};
 pub use breaker::{Breaker, BreakerConfig, BreakerState, BreakerTransition};
 pub use connection::{Connection, Event, Failure, Input, Output, WaitCause};
 pub use heartbeat::{Heartbeat, HeartbeatConfig, HeartbeatEvent, RttStats};
+pub use metrics::{Metrics, QualitySnapshot};
 pub use queue::{OutboundQueue, QueueConfig, QueueError, QueueEvent};
+pub use session::{Session, SessionEvent};
 pub use subscriptions::{Position, SubscriptionEvent, Subscriptions, Verdict};
 
 /// A test base instant: the one clock read in this crate, for tests only.
