@@ -8,6 +8,10 @@
 mod test;
 mod tidy;
 mod util;
+// h-web: the dashboard build, its dev web server and the real-browser test.
+mod browser;
+mod web;
+mod webserve;
 
 use clap::Parser;
 
@@ -35,6 +39,8 @@ tasks! {
     Test(test),
     /// Only the house-rule checks (`//!` headers, banned test attributes, dependency direction).
     Tidy(tidy),
+    /// Build the web dashboard (`web build`) or run its real-browser scenario (`web test`).
+    Web(web),
 }
 
 /// Tether's task runner; run it as `cargo xtask <task>`.
