@@ -233,7 +233,7 @@ impl Failure {
                 4403 => ErrorCode::Forbidden,
                 4408 => ErrorCode::ConnectionTimeout,
                 4429 => ErrorCode::RateLimit,
-                1011 | 1012 | 1013 => ErrorCode::ServerError,
+                1011..=1013 => ErrorCode::ServerError,
                 _ => ErrorCode::NetworkFailure,
             },
         }

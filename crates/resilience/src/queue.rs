@@ -133,6 +133,9 @@ pub enum FailReason {
     },
     /// It waited longer than the deduplication window.
     Expired,
+    /// The server closed the connection with 1009 (message too large) while it was in flight:
+    /// never resent.
+    TooLarge,
 }
 
 /// What happened to queued publishes.
@@ -377,6 +380,25 @@ impl OutboundQueue {
         for e in &mut self.entries {
             e.in_flight = false;
         }
+    }
+
+    /// The server closed with 1009: the largest message in flight is the one it could not
+    /// take. It is removed and reported failed, so a resend cannot loop forever. Returns its id.
+    pub fn fail_largest_in_flight(&mut self) -> Option<String> {
+        let pos = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.in_flight)
+            .max_by_key(|(_, e)| encoded_len(&e.to_publish()))
+            .map(|(i, _)| i)?;
+        let entry = self
+            .entries
+            .remove(pos)
+            .expect("the index came from the queue");
+        let id = entry.id.clone();
+        self.fail(entry, FailReason::TooLarge);
+        Some(id)
     }
 
     /// Expires entries older than the deduplication window. Early calls are no-ops.

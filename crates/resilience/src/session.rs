@@ -435,6 +435,13 @@ impl Session {
                     }
                 }
                 Event::Rtt { rtt } => self.new_rtt = Some(*rtt),
+                // 1009: the server could not take a message; never resend it (CONTRACT §5.7).
+                Event::ConnectionLost {
+                    reason: crate::Failure::Closed { code, .. },
+                    ..
+                } if code.action() == protocol::CloseAction::DropMessageAndReconnect => {
+                    self.queue.fail_largest_in_flight();
+                }
                 _ => {}
             }
             self.events.push_back(SessionEvent::Connection(ev));

@@ -77,7 +77,7 @@ impl Sim {
                 Output::Send(m) => format!("> {}", m.kind()),
                 Output::CloseSocket { code, reason } => format!("> close {code} {reason:?}"),
             };
-            writeln!(self.log, "{t:>7} {line}").unwrap();
+            writeln!(self.log, "{t:<7} {line}").unwrap();
         }
         while let Some(e) = self.c.poll_event() {
             let line = match e {
@@ -125,7 +125,7 @@ impl Sim {
                 Event::Rtt { rtt } => format!("rtt {}ms", rtt.as_millis()),
                 Event::LatencySpike { rtt, .. } => format!("latency_spike {}ms", rtt.as_millis()),
             };
-            writeln!(self.log, "{t:>7} {line}").unwrap();
+            writeln!(self.log, "{t:<7} {line}").unwrap();
         }
     }
 
@@ -179,25 +179,25 @@ fn first_connect_loss_and_reconnect() {
     s.input(t + 5, Input::SocketOpened);
     s.input(t + 300, welcome("c2"));
     expect![[r#"
-              0 > open #1
-              0 state DISCONNECTED -> CONNECTING
-              0 started #1
-             10 > hello
-             30 > ping 1
-             30 state CONNECTING -> CONNECTED
-             30 connected #1 c1 heartbeat=30000ms
-             80 rtt 50ms
-          30030 > ping 2
-          30120 rtt 90ms
-          45000 lost (closed with 1006) after 44970ms
-          45000 state CONNECTED -> RECONNECTING
-          45000 scheduled #1 in 701ms (Backoff)
-          45701 > open #1
-          45701 started #1
-          45706 > hello
-          46001 > ping 3
-          46001 state RECONNECTING -> CONNECTED
-          46001 connected #1 c2 heartbeat=30000ms
+        0       > open #1
+        0       state DISCONNECTED -> CONNECTING
+        0       started #1
+        10      > hello
+        30      > ping 1
+        30      state CONNECTING -> CONNECTED
+        30      connected #1 c1 heartbeat=30000ms
+        80      rtt 50ms
+        30030   > ping 2
+        30120   rtt 90ms
+        45000   lost (closed with 1006) after 44970ms
+        45000   state CONNECTED -> RECONNECTING
+        45000   scheduled #1 in 701ms (Backoff)
+        45701   > open #1
+        45701   started #1
+        45706   > hello
+        46001   > ping 3
+        46001   state RECONNECTING -> CONNECTED
+        46001   connected #1 c2 heartbeat=30000ms
     "#]]
     .assert_eq(&s.take_log());
     assert_eq!(s.c.connection_id(), Some("c2"));
@@ -210,13 +210,13 @@ fn a_slow_welcome_times_out_after_five_seconds_and_counts() {
     s.input(100, Input::SocketOpened);
     s.run_until(5_000);
     expect![[r#"
-              0 > open #1
-              0 state DISCONNECTED -> CONNECTING
-              0 started #1
-            100 > hello
-           5000 > close 1000 "connection timeout"
-           5000 retry_failed #1 CONNECTION_TIMEOUT (no welcome within the connection timeout) failures=1 remaining=9
-           5000 scheduled #2 in 941ms (Backoff)
+        0       > open #1
+        0       state DISCONNECTED -> CONNECTING
+        0       started #1
+        100     > hello
+        5000    > close 1000 "connection timeout"
+        5000    retry_failed #1 CONNECTION_TIMEOUT (no welcome within the connection timeout) failures=1 remaining=9
+        5000    scheduled #2 in 941ms (Backoff)
     "#]]
     .assert_eq(&s.take_log());
     // A welcome for the abandoned socket is ignored.
@@ -244,34 +244,34 @@ fn budget_breaker_and_give_up() {
         .map(|l| format!("{l}\n"))
         .collect();
     expect![[r#"
-              0 state DISCONNECTED -> CONNECTING
-              0 retry_failed #1 NETWORK_FAILURE (transport failed: connection refused) failures=1 remaining=9
-              0 scheduled #2 in 812ms (Backoff)
-            812 retry_failed #2 NETWORK_FAILURE (transport failed: connection refused) failures=2 remaining=8
-            812 scheduled #3 in 1081ms (Backoff)
-           1893 retry_failed #3 NETWORK_FAILURE (transport failed: connection refused) failures=3 remaining=7
-           1893 scheduled #4 in 2645ms (Backoff)
-           4538 retry_failed #4 NETWORK_FAILURE (transport failed: connection refused) failures=4 remaining=6
-           4538 scheduled #5 in 4334ms (Backoff)
-           8872 breaker opened until 38872
-           8872 retry_failed #5 NETWORK_FAILURE (transport failed: connection refused) failures=5 remaining=5
-           8872 scheduled #6 in 30000ms (Breaker)
-          38872 breaker opened until 68872
-          38872 retry_failed #6 NETWORK_FAILURE (transport failed: connection refused) failures=6 remaining=4
-          38872 scheduled #7 in 30000ms (Breaker)
-          68872 breaker opened until 98872
-          68872 retry_failed #7 NETWORK_FAILURE (transport failed: connection refused) failures=7 remaining=3
-          68872 scheduled #8 in 30000ms (Breaker)
-          98872 breaker opened until 128872
-          98872 retry_failed #8 NETWORK_FAILURE (transport failed: connection refused) failures=8 remaining=2
-          98872 scheduled #9 in 30000ms (Breaker)
-         128872 breaker opened until 158872
-         128872 retry_failed #9 NETWORK_FAILURE (transport failed: connection refused) failures=9 remaining=1
-         128872 scheduled #10 in 30000ms (Breaker)
-         158872 breaker opened until 188872
-         158872 retry_failed #10 NETWORK_FAILURE (transport failed: connection refused) failures=10 remaining=0
-         158872 state CONNECTING -> FAILED
-         158872 gave_up failures=10 (transport failed: connection refused)
+        0       state DISCONNECTED -> CONNECTING
+        0       retry_failed #1 NETWORK_FAILURE (transport failed: connection refused) failures=1 remaining=9
+        0       scheduled #2 in 812ms (Backoff)
+        812     retry_failed #2 NETWORK_FAILURE (transport failed: connection refused) failures=2 remaining=8
+        812     scheduled #3 in 1081ms (Backoff)
+        1893    retry_failed #3 NETWORK_FAILURE (transport failed: connection refused) failures=3 remaining=7
+        1893    scheduled #4 in 2645ms (Backoff)
+        4538    retry_failed #4 NETWORK_FAILURE (transport failed: connection refused) failures=4 remaining=6
+        4538    scheduled #5 in 4334ms (Backoff)
+        8872    breaker opened until 38872
+        8872    retry_failed #5 NETWORK_FAILURE (transport failed: connection refused) failures=5 remaining=5
+        8872    scheduled #6 in 30000ms (Breaker)
+        38872   breaker opened until 68872
+        38872   retry_failed #6 NETWORK_FAILURE (transport failed: connection refused) failures=6 remaining=4
+        38872   scheduled #7 in 30000ms (Breaker)
+        68872   breaker opened until 98872
+        68872   retry_failed #7 NETWORK_FAILURE (transport failed: connection refused) failures=7 remaining=3
+        68872   scheduled #8 in 30000ms (Breaker)
+        98872   breaker opened until 128872
+        98872   retry_failed #8 NETWORK_FAILURE (transport failed: connection refused) failures=8 remaining=2
+        98872   scheduled #9 in 30000ms (Breaker)
+        128872  breaker opened until 158872
+        128872  retry_failed #9 NETWORK_FAILURE (transport failed: connection refused) failures=9 remaining=1
+        128872  scheduled #10 in 30000ms (Breaker)
+        158872  breaker opened until 188872
+        158872  retry_failed #10 NETWORK_FAILURE (transport failed: connection refused) failures=10 remaining=0
+        158872  state CONNECTING -> FAILED
+        158872  gave_up failures=10 (transport failed: connection refused)
     "#]]
     .assert_eq(&log);
     assert_eq!(s.c.state(), ConnectionState::Failed);
@@ -303,10 +303,10 @@ fn a_successful_half_open_trial_closes_the_breaker_and_refills_the_budget() {
     s.take_log();
     s.input(t + 20, welcome("c"));
     expect![[r#"
-          42755 > ping 1
-          42755 breaker closed
-          42755 state CONNECTING -> CONNECTED
-          42755 connected #6 c heartbeat=30000ms
+        42755   > ping 1
+        42755   breaker closed
+        42755   state CONNECTING -> CONNECTED
+        42755   connected #6 c heartbeat=30000ms
     "#]]
     .assert_eq(&s.take_log());
     assert_eq!(s.c.failures(), 0);
@@ -331,15 +331,15 @@ fn server_restart_1012_waits_the_advice_and_is_not_a_failure() {
     let t = s.until_open();
     s.input(t + 1, refused());
     expect![[r#"
-          30010 > ping 2
-          60010 > ping 3
-          60050 lost (closed with 1012) after 60040ms
-          60050 state CONNECTED -> RECONNECTING
-          60050 scheduled #1 in 3060ms (ServerAdvice)
-          63110 > open #1
-          63110 started #1
-          63111 retry_failed #1 NETWORK_FAILURE (transport failed: connection refused) failures=1 remaining=9
-          63111 scheduled #2 in 858ms (Backoff)
+        30010   > ping 2
+        60010   > ping 3
+        60050   lost (closed with 1012) after 60040ms
+        60050   state CONNECTED -> RECONNECTING
+        60050   scheduled #1 in 3060ms (ServerAdvice)
+        63110   > open #1
+        63110   started #1
+        63111   retry_failed #1 NETWORK_FAILURE (transport failed: connection refused) failures=1 remaining=9
+        63111   scheduled #2 in 858ms (Backoff)
     "#]]
     .assert_eq(&s.take_log());
 }
@@ -360,11 +360,11 @@ fn rate_limited_4429_waits_retry_after_even_during_an_attempt() {
     );
     s.input(9, closed(4429));
     expect![[r#"
-              0 > open #1
-              0 state DISCONNECTED -> CONNECTING
-              0 started #1
-              5 > hello
-              9 scheduled #2 in 10419ms (ServerAdvice)
+        0       > open #1
+        0       state DISCONNECTED -> CONNECTING
+        0       started #1
+        5       > hello
+        9       scheduled #2 in 10419ms (ServerAdvice)
     "#]]
     .assert_eq(&s.take_log());
     assert_eq!(s.c.failures(), 0, "an advised close is not a failure");
@@ -389,14 +389,14 @@ fn auth_failure_without_a_token_fails_and_with_one_retries() {
     s.input(9, closed(4401));
     s.input(50, Input::TokenUnavailable);
     expect![[r#"
-              0 > open #1
-              0 state DISCONNECTED -> CONNECTING
-              0 started #1
-              5 > hello
-              9 retry_failed #1 AUTH_FAILURE (closed with 4401) failures=1 remaining=9
-              9 token_needed
-             50 state CONNECTING -> FAILED
-             50 gave_up failures=1 (closed with 4401)
+        0       > open #1
+        0       state DISCONNECTED -> CONNECTING
+        0       started #1
+        5       > hello
+        9       retry_failed #1 AUTH_FAILURE (closed with 4401) failures=1 remaining=9
+        9       token_needed
+        50      state CONNECTING -> FAILED
+        50      gave_up failures=1 (closed with 4401)
     "#]]
     .assert_eq(&s.take_log());
 
@@ -408,10 +408,10 @@ fn auth_failure_without_a_token_fails_and_with_one_retries() {
     s.input(20_000, closed(4401));
     s.input(20_200, Input::TokenAvailable);
     expect![[r#"
-          20000 lost (closed with 4401) after 19990ms
-          20000 state CONNECTED -> RECONNECTING
-          20000 token_needed
-          20200 scheduled #1 in 557ms (Backoff)
+        20000   lost (closed with 4401) after 19990ms
+        20000   state CONNECTED -> RECONNECTING
+        20000   token_needed
+        20200   scheduled #1 in 557ms (Backoff)
     "#]]
     .assert_eq(&s.take_log());
     assert_eq!(s.c.failures(), 0);
@@ -428,8 +428,8 @@ fn app_close_disconnects_and_ignores_the_late_close() {
     s.run_until(1_000_000);
     s.input(1_000_000, Input::Connect);
     expect![[r#"
-           1000 > close 1000 "closed by client"
-           1000 state CONNECTED -> DISCONNECTED
+        1000    > close 1000 "closed by client"
+        1000    state CONNECTED -> DISCONNECTED
         1000000 > open #1
         1000000 state DISCONNECTED -> CONNECTING
         1000000 started #1
@@ -449,15 +449,15 @@ fn offline_disconnects_and_online_leaves_failed() {
     let t = s.until_open();
     s.input(t + 10, welcome("c2"));
     expect![[r#"
-           1000 > close 1000 "network offline"
-           1000 state CONNECTED -> DISCONNECTED
-         500000 state DISCONNECTED -> RECONNECTING
-         500000 scheduled #1 in 678ms (NetworkOnline)
-         500678 > open #1
-         500678 started #1
-         500688 > ping 2
-         500688 state RECONNECTING -> CONNECTED
-         500688 connected #1 c2 heartbeat=30000ms
+        1000    > close 1000 "network offline"
+        1000    state CONNECTED -> DISCONNECTED
+        500000  state DISCONNECTED -> RECONNECTING
+        500000  scheduled #1 in 678ms (NetworkOnline)
+        500678  > open #1
+        500678  started #1
+        500688  > ping 2
+        500688  state RECONNECTING -> CONNECTED
+        500688  connected #1 c2 heartbeat=30000ms
     "#]]
     .assert_eq(&s.take_log());
 
@@ -491,14 +491,14 @@ fn a_dead_link_is_closed_and_reconnected() {
     // The network silently stops delivering: pings at 30 s and 60 s go unanswered.
     s.run_until(76_000);
     expect![[r#"
-          30010 > ping 2
-          60010 > ping 3
-          75020 > close 1000 "heartbeat timeout"
-          75020 lost (no frame for 75000 ms) after 75010ms
-          75020 state CONNECTED -> RECONNECTING
-          75020 scheduled #1 in 844ms (Backoff)
-          75864 > open #1
-          75864 started #1
+        30010   > ping 2
+        60010   > ping 3
+        75020   > close 1000 "heartbeat timeout"
+        75020   lost (no frame for 75000 ms) after 75010ms
+        75020   state CONNECTED -> RECONNECTING
+        75020   scheduled #1 in 844ms (Backoff)
+        75864   > open #1
+        75864   started #1
     "#]]
     .assert_eq(&s.take_log());
 }

@@ -233,6 +233,36 @@ fn entries_older_than_the_dedup_window_expire_and_fail() {
 }
 
 #[test]
+fn a_1009_close_fails_the_largest_message_in_flight() {
+    let mut q = OutboundQueue::new(QueueConfig::default());
+    q.push(T, publish("small")).unwrap();
+    q.push(
+        T,
+        Publish {
+            id: "big".into(),
+            channel: "room:1".into(),
+            data: json!("x".repeat(1_000)),
+        },
+    )
+    .unwrap();
+    q.push(T, publish("unsent")).unwrap();
+    q.poll_transmit(T);
+    q.poll_transmit(T);
+    assert_eq!(q.fail_largest_in_flight(), Some("big".into()));
+    assert_eq!(
+        events(&mut q),
+        [QueueEvent::Failed {
+            id: "big".into(),
+            channel: "room:1".into(),
+            reason: FailReason::TooLarge
+        }]
+    );
+    q.on_disconnect();
+    assert_eq!(q.fail_largest_in_flight(), None, "nothing in flight");
+    assert_eq!(q.len(), 2);
+}
+
+#[test]
 fn in_flight_is_bounded() {
     let mut q = OutboundQueue::new(QueueConfig {
         max_in_flight: 2,

@@ -71,7 +71,7 @@ impl Sim {
                 Output::Send(m) => format!("> {}", protocol::encode(&m)),
                 other => format!("> {other:?}"),
             };
-            writeln!(self.log, "{t:>6} {line}").unwrap();
+            writeln!(self.log, "{t:<6} {line}").unwrap();
         }
         while let Some(e) = self.s.poll_event() {
             let line = match e {
@@ -92,7 +92,7 @@ impl Sim {
                 SessionEvent::Message(d) => format!("message {} #{}", d.channel, d.offset),
                 other => format!("{other:?}"),
             };
-            writeln!(self.log, "{t:>6} {line}").unwrap();
+            writeln!(self.log, "{t:<6} {line}").unwrap();
         }
     }
 
@@ -161,23 +161,23 @@ fn offline_publishes_are_sent_after_connecting_and_resent_with_the_same_id() {
     );
     let log = sim.take();
     expect![[r#"
-             0 PersistRequested
-             0 PersistRequested
-             0 > OpenSocket { attempt: 1 }
-             0 state DISCONNECTED -> CONNECTING
-             5 > SendHello
-            10 > {"type":"ping","id":1}
-            10 > {"type":"subscribe","channel":"room:1","since":0}
-            10 > {"type":"publish","id":"p1","channel":"room:1","data":{"text":"hi"}}
-            10 state CONNECTING -> CONNECTED
-            10 PersistRequested
-            20 Subscription(Subscribed { channel: "room:1", epoch: "e1", offset: 1, replayed: 1 })
-            20 PersistRequested
-            21 message room:1 #1
-            21 PersistRequested
-            30 Connection(ConnectionLost { reason: Closed { code: CloseCode(1006), reason: "" }, connected_for: 20ms })
-            30 state CONNECTED -> RECONNECTING
-            30 scheduled #1 in 841ms
+        0      PersistRequested
+        0      PersistRequested
+        0      > OpenSocket { attempt: 1 }
+        0      state DISCONNECTED -> CONNECTING
+        5      > SendHello
+        10     > {"type":"ping","id":1}
+        10     > {"type":"subscribe","channel":"room:1","since":0}
+        10     > {"type":"publish","id":"p1","channel":"room:1","data":{"text":"hi"}}
+        10     state CONNECTING -> CONNECTED
+        10     PersistRequested
+        20     Subscription(Subscribed { channel: "room:1", epoch: "e1", offset: 1, replayed: 1 })
+        20     PersistRequested
+        21     message room:1 #1
+        21     PersistRequested
+        30     Connection(ConnectionLost { reason: Closed { code: CloseCode(1006), reason: "" }, connected_for: 20ms })
+        30     state CONNECTED -> RECONNECTING
+        30     scheduled #1 in 841ms
     "#]]
     .assert_eq(&log);
 
@@ -188,15 +188,15 @@ fn offline_publishes_are_sent_after_connecting_and_resent_with_the_same_id() {
     sim.msg(t + 6, ack("p1", 2, true));
     let log = sim.take();
     expect![[r#"
-           871 > OpenSocket { attempt: 1 }
-           871 > SendHello
-           876 > {"type":"ping","id":2}
-           876 > {"type":"subscribe","channel":"room:1","since":1,"epoch":"e1"}
-           876 > {"type":"publish","id":"p1","channel":"room:1","data":{"text":"hi"}}
-           876 state RECONNECTING -> CONNECTED
-           876 PersistRequested
-           877 Queue(Acked { id: "p1", channel: "room:1", offset: 2, duplicate: true })
-           877 PersistRequested
+        871    > OpenSocket { attempt: 1 }
+        871    > SendHello
+        876    > {"type":"ping","id":2}
+        876    > {"type":"subscribe","channel":"room:1","since":1,"epoch":"e1"}
+        876    > {"type":"publish","id":"p1","channel":"room:1","data":{"text":"hi"}}
+        876    state RECONNECTING -> CONNECTED
+        876    PersistRequested
+        877    Queue(Acked { id: "p1", channel: "room:1", offset: 2, duplicate: true })
+        877    PersistRequested
     "#]]
     .assert_eq(&log);
     assert!(sim.s.queue().is_empty());
@@ -232,9 +232,9 @@ fn a_client_restart_restores_queue_and_positions() {
         .collect();
     expect![[r#"
         [
-            "2 > {\"type\":\"subscribe\",\"channel\":\"room:1\",\"since\":7}",
-            "2 > {\"type\":\"publish\",\"id\":\"p1\",\"channel\":\"room:1\",\"data\":1}",
-            "2 > {\"type\":\"publish\",\"id\":\"p2\",\"channel\":\"room:1\",\"data\":2}",
+            "2      > {\"type\":\"subscribe\",\"channel\":\"room:1\",\"since\":7}",
+            "2      > {\"type\":\"publish\",\"id\":\"p1\",\"channel\":\"room:1\",\"data\":1}",
+            "2      > {\"type\":\"publish\",\"id\":\"p2\",\"channel\":\"room:1\",\"data\":2}",
         ]
     "#]]
     .assert_debug_eq(&sent);
@@ -280,12 +280,12 @@ fn refusals_full_queue_and_nacks() {
     );
     sim.at(600);
     expect![[r#"
-             2 Queue(Failed { id: "a", channel: "room:1", reason: Refused { code: Forbidden, message: "no right" } })
-             2 PersistRequested
-             3 Queue(RetryLater { id: "b", code: RateLimit, at: Timestamp(1795788000503) })
-             3 PersistRequested
-           503 > {"type":"publish","id":"b","channel":"room:1","data":2}
-           503 PersistRequested
+        2      Queue(Failed { id: "a", channel: "room:1", reason: Refused { code: Forbidden, message: "no right" } })
+        2      PersistRequested
+        3      Queue(RetryLater { id: "b", code: RateLimit, at: Timestamp(1795788000503) })
+        3      PersistRequested
+        503    > {"type":"publish","id":"b","channel":"room:1","data":2}
+        503    PersistRequested
     "#]]
     .assert_eq(&sim.take());
 }
@@ -301,8 +301,8 @@ fn a_gap_asks_the_server_to_replay() {
     sim.take();
     sim.text(3, &delivery(3));
     expect![[r#"
-             3 > {"type":"subscribe","channel":"room:1","since":1}
-             3 Subscription(Gap { channel: "room:1", expected: 2, got: 3 })
+        3      > {"type":"subscribe","channel":"room:1","since":1}
+        3      Subscription(Gap { channel: "room:1", expected: 2, got: 3 })
     "#]]
     .assert_eq(&sim.take());
 }
@@ -326,9 +326,9 @@ fn quality_every_minute_and_downtime_alert() {
         .collect();
     expect![[r#"
         [
-            " 15657 Alert(Begin { kind: ReconnectAttempts, value: 4, threshold: 3 })",
-            " 30001 Alert(Begin { kind: Downtime, value: 30001, threshold: 30000 })",
-            " 60000 quality {\"state\":\"CONNECTING\",\"rtt_ms\":null,\"rtt_median_ms\":null,\"rtt_p95_ms\":null,\"delivery_rate\":null,\"sent\":0,\"acked\":0,\"failed_messages\":0,\"queue_length\":0,\"attempts\":5,\"failed_attempts\":5,\"outage_attempts\":5,\"reconnects\":0,\"reconnection_success_rate\":null,\"downtime_total_ms\":60000,\"current_downtime_ms\":60000,\"alerts\":[\"reconnect_attempts\",\"downtime\"]}",
+            "15657  Alert(Begin { kind: ReconnectAttempts, value: 4, threshold: 3 })",
+            "30001  Alert(Begin { kind: Downtime, value: 30001, threshold: 30000 })",
+            "60000  quality {\"state\":\"CONNECTING\",\"rtt_ms\":null,\"rtt_median_ms\":null,\"rtt_p95_ms\":null,\"delivery_rate\":null,\"sent\":0,\"acked\":0,\"failed_messages\":0,\"queue_length\":0,\"attempts\":5,\"failed_attempts\":5,\"outage_attempts\":5,\"reconnects\":0,\"reconnection_success_rate\":null,\"downtime_total_ms\":60000,\"current_downtime_ms\":60000,\"alerts\":[\"reconnect_attempts\",\"downtime\"]}",
         ]
     "#]]
     .assert_debug_eq(&interesting);
@@ -360,10 +360,10 @@ fn latency_alert_follows_pongs() {
         }),
     );
     expect![[r#"
-           260 Connection(LatencySpike { rtt: 250ms, threshold: 200ms })
-           260 Alert(Begin { kind: HighLatency, value: 250, threshold: 200 })
-         30010 > {"type":"ping","id":2}
-         30100 Alert(End { kind: HighLatency })
+        260    Connection(LatencySpike { rtt: 250ms, threshold: 200ms })
+        260    Alert(Begin { kind: HighLatency, value: 250, threshold: 200 })
+        30010  > {"type":"ping","id":2}
+        30100  Alert(End { kind: HighLatency })
     "#]]
     .assert_eq(&sim.take());
 }
@@ -391,12 +391,46 @@ fn token_lifecycle_and_server_errors_reach_the_app() {
     sim.text(50, "not json");
     let log = sim.take();
     expect![[r#"
-            20 TokenExpiring { expires_at: Timestamp(1795791600000) }
-            20 > {"type":"refresh","token":"new"}
-            30 TokenRefreshed { token_expires_at: Timestamp(1795795200000) }
-            40 ServerError(ErrorFrame { code: Forbidden, message: "no", channel: Some("room:9"), retry_after_ms: None })
-            40 PersistRequested
-            50 Undecodable { error: "invalid JSON: expected ident at line 1 column 2" }
+        20     TokenExpiring { expires_at: Timestamp(1795791600000) }
+        20     > {"type":"refresh","token":"new"}
+        30     TokenRefreshed { token_expires_at: Timestamp(1795795200000) }
+        40     ServerError(ErrorFrame { code: Forbidden, message: "no", channel: Some("room:9"), retry_after_ms: None })
+        40     PersistRequested
+        50     Undecodable { error: "invalid JSON: expected ident at line 1 column 2" }
     "#]]
     .assert_eq(&log);
+}
+
+#[test]
+fn a_message_too_large_for_the_server_is_never_resent() {
+    let mut sim = Sim::new();
+    sim.input(0, Input::Connect);
+    sim.msg(10, welcome("c"));
+    let now = sim.at(20);
+    sim.s
+        .publish(now, "huge", "room:1", json!("x".repeat(500)))
+        .unwrap();
+    sim.s.publish(now, "tiny", "room:1", json!(1)).unwrap();
+    sim.drain();
+    sim.take();
+    sim.input(
+        30,
+        Input::Closed {
+            code: protocol::CloseCode::MESSAGE_TOO_BIG,
+            reason: "too big".into(),
+        },
+    );
+    let log = sim.take();
+    assert!(
+        log.contains(r#"Queue(Failed { id: "huge", channel: "room:1", reason: TooLarge })"#),
+        "{log}"
+    );
+    assert_eq!(
+        sim.s
+            .queue()
+            .entries()
+            .map(|e| e.id.as_str())
+            .collect::<Vec<_>>(),
+        ["tiny"]
+    );
 }
