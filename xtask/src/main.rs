@@ -12,6 +12,8 @@ mod util;
 mod browser;
 mod web;
 mod webserve;
+// h-ops: the development supervisor and tunnel monitor (used by dev, doctor, recover).
+mod supervisor;
 
 use clap::Parser;
 
