@@ -153,6 +153,19 @@ impl Breaker {
         (!was_closed).then_some(BreakerTransition::Closed)
     }
 
+    /// The half-open trial ended with neither success nor failure (a close the server advised,
+    /// the app closing, the network going offline): the next attempt may be the trial.
+    pub fn release_trial(&mut self) {
+        if let BreakerState::HalfOpen {
+            trial_in_flight: true,
+        } = self.state
+        {
+            self.state = BreakerState::HalfOpen {
+                trial_in_flight: false,
+            };
+        }
+    }
+
     /// Closes the breaker and forgets all failures (an explicit retry, the network back online).
     pub fn reset(&mut self) {
         self.failures.clear();
@@ -287,6 +300,26 @@ mod tests {
         );
         assert!(b.try_acquire(secs(t0, 70)).is_err());
         assert_eq!(b.try_acquire(secs(t0, 71)), Ok(()));
+    }
+
+    #[test]
+    fn a_trial_without_an_outcome_can_be_granted_again() {
+        let t0 = crate::t0();
+        let mut b = Breaker::new(BreakerConfig::default());
+        for s in 0..5 {
+            b.record_failure(secs(t0, s));
+        }
+        assert_eq!(b.try_acquire(secs(t0, 34)), Ok(()));
+        b.release_trial();
+        assert_eq!(b.try_acquire(secs(t0, 35)), Ok(()));
+        assert_eq!(b.try_acquire(secs(t0, 35)), Err(Refused::TrialInFlight));
+        b.reset();
+        b.release_trial();
+        assert_eq!(
+            b.state(secs(t0, 36)),
+            BreakerState::Closed,
+            "no-op when closed"
+        );
     }
 
     #[derive(Clone, Debug)]

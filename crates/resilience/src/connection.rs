@@ -69,6 +69,16 @@ pub enum Input {
         /// What failed, for logs.
         reason: String,
     },
+    /// The server refused the WebSocket upgrade with an HTTP status (429 rate limited, 503 at
+    /// capacity or draining, 403 …), with its `Retry-After` if it sent one. A failed attempt;
+    /// the next one waits at least `retry_after`. (Browsers cannot see the status: the web
+    /// driver reports [`Input::TransportError`].)
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// The `Retry-After` header, if any.
+        retry_after: Option<Duration>,
+    },
     /// After [`Event::TokenNeeded`]: the driver has a new token; reconnect.
     TokenAvailable,
     /// After [`Event::TokenNeeded`]: there is no way to a new token; go to `FAILED`.
@@ -215,6 +225,11 @@ pub enum Failure {
         /// The close reason.
         reason: String,
     },
+    /// The server refused the upgrade with this HTTP status.
+    Refused {
+        /// The HTTP status.
+        status: u16,
+    },
     /// Nothing arrived for the dead-link bound.
     DeadLink {
         /// How long the link was silent.
@@ -228,6 +243,12 @@ impl Failure {
         match self {
             Self::Timeout => ErrorCode::ConnectionTimeout,
             Self::Transport { .. } | Self::DeadLink { .. } => ErrorCode::NetworkFailure,
+            Self::Refused { status } => match status {
+                401 => ErrorCode::AuthFailure,
+                403 => ErrorCode::Forbidden,
+                429 => ErrorCode::RateLimit,
+                _ => ErrorCode::ServerError,
+            },
             Self::Closed { code, .. } => match code.0 {
                 4401 => ErrorCode::AuthFailure,
                 4403 => ErrorCode::Forbidden,
@@ -247,6 +268,7 @@ impl std::fmt::Display for Failure {
             Self::Transport { reason } => write!(f, "transport failed: {reason}"),
             Self::Closed { code, reason } if reason.is_empty() => write!(f, "closed with {code}"),
             Self::Closed { code, reason } => write!(f, "closed with {code}: {reason}"),
+            Self::Refused { status } => write!(f, "upgrade refused with HTTP {status}"),
             Self::DeadLink { silent_for } => {
                 write!(f, "no frame for {} ms", silent_for.as_millis())
             }
@@ -398,6 +420,24 @@ impl Connection {
             Input::Frame(msg) => self.handle_frame(now, &msg),
             Input::Closed { code, reason } => self.on_socket_end(now, Some(code), reason),
             Input::TransportError { reason } => self.on_socket_end(now, None, reason),
+            Input::Refused {
+                status,
+                retry_after,
+            } => {
+                if let Phase::Opening { .. } = self.phase
+                    && self.count_failure(now, Failure::Refused { status })
+                {
+                    let backoff = self.backoff.next_delay();
+                    let (delay, cause) = match retry_after {
+                        Some(wait) if wait > backoff => (
+                            wait + self.backoff.spread(wait / 10),
+                            WaitCause::ServerAdvice,
+                        ),
+                        _ => (backoff, WaitCause::Backoff),
+                    };
+                    self.schedule_at(now, now + delay, cause);
+                }
+            }
             Input::TokenAvailable => {
                 if let Phase::AwaitingToken { .. } = self.phase {
                     self.schedule_backoff(now);
@@ -573,6 +613,8 @@ impl Connection {
         match self.phase {
             Phase::Opening { .. } => {
                 if advised {
+                    // Neither success nor failure: a half-open trial stays available.
+                    self.breaker.release_trial();
                     self.schedule_advised(now);
                 } else if action == Some(CloseAction::RenewToken) {
                     if self.count_failure(now, failure.clone()) {
@@ -725,6 +767,9 @@ impl Connection {
     }
 
     fn drop_socket(&mut self, reason: &'static str) {
+        if let Phase::Opening { .. } = self.phase {
+            self.breaker.release_trial();
+        }
         if matches!(self.phase, Phase::Opening { .. } | Phase::Connected { .. }) {
             self.outputs.push_back(Output::CloseSocket {
                 code: CloseCode::NORMAL,

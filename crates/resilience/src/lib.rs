@@ -29,7 +29,8 @@
 //!    [`Session::publish`], [`Session::close`], [`Session::retry`].
 //! 3. Tell it what happened, with the current time: [`Input::SocketOpened`],
 //!    [`Session::handle_text`] for every text frame, [`Input::Closed`] (code 1006 when the
-//!    close had none), [`Input::TransportError`], [`Input::NetworkOnline`] /
+//!    close had none), [`Input::TransportError`], [`Input::Refused`] (the upgrade got an HTTP
+//!    error such as 429/503, with its `Retry-After`), [`Input::NetworkOnline`] /
 //!    [`Input::NetworkOffline`], [`Input::TokenAvailable`] / [`Input::TokenUnavailable`] after
 //!    [`Event::TokenNeeded`], and [`Session::handle_timeout`] when [`Session::poll_timeout`]
 //!    is reached (early or spurious calls are harmless).

@@ -371,6 +371,87 @@ fn rate_limited_4429_waits_retry_after_even_during_an_attempt() {
 }
 
 #[test]
+fn an_upgrade_refused_with_retry_after_counts_and_waits_the_advice() {
+    let mut s = Sim::new(17);
+    s.input(0, Input::Connect);
+    s.input(
+        3,
+        Input::Refused {
+            status: 503,
+            retry_after: Some(Duration::from_secs(20)),
+        },
+    );
+    // A Retry-After shorter than the backoff does not shorten it.
+    let t = s.until_open();
+    s.input(
+        t,
+        Input::Refused {
+            status: 429,
+            retry_after: Some(Duration::from_millis(1)),
+        },
+    );
+    expect![[r#"
+        0       > open #1
+        0       state DISCONNECTED -> CONNECTING
+        0       started #1
+        3       retry_failed #1 SERVER_ERROR (upgrade refused with HTTP 503) failures=1 remaining=9
+        3       scheduled #2 in 21298ms (ServerAdvice)
+        21301   > open #2
+        21301   started #2
+        21301   retry_failed #2 RATE_LIMIT (upgrade refused with HTTP 429) failures=2 remaining=8
+        21301   scheduled #3 in 1561ms (Backoff)
+    "#]]
+    .assert_eq(&s.take_log());
+}
+
+#[test]
+fn an_advised_close_of_the_half_open_trial_leaves_the_trial_available() {
+    let mut s = Sim::new(18);
+    s.input(0, Input::Connect);
+    s.input(0, refused());
+    for _ in 0..4 {
+        let t = s.until_open();
+        s.input(t, refused());
+    }
+    // The half-open trial is rate limited by the server: not a failure, not a success.
+    let t = s.until_open();
+    s.input(
+        t + 1,
+        Input::Frame(ServerMessage::Error(ErrorFrame {
+            code: ErrorCode::RateLimit,
+            message: "slow down".into(),
+            channel: None,
+            retry_after_ms: Some(2_000),
+        })),
+    );
+    s.input(t + 2, closed(4429));
+    s.take_log();
+    // The next attempt happens after the advice, as the (still single) trial.
+    let t2 = s.until_open();
+    assert!(t2 >= t + 2 + 2_000 && t2 <= t + 2 + 2_200, "{t} {t2}");
+    s.input(t2 + 10, welcome("ok"));
+    assert_eq!(s.c.state(), ConnectionState::Connected);
+    assert_eq!(s.c.breaker_state(s.now), BreakerState::Closed);
+
+    // Going offline during a trial releases it too.
+    let mut s = Sim::new(19);
+    s.input(0, Input::Connect);
+    s.input(0, refused());
+    for _ in 0..4 {
+        let t = s.until_open();
+        s.input(t, refused());
+    }
+    let t = s.until_open();
+    s.input(t + 1, Input::NetworkOffline);
+    assert_eq!(
+        s.c.breaker_state(s.now),
+        BreakerState::HalfOpen {
+            trial_in_flight: false
+        }
+    );
+}
+
+#[test]
 fn advised_close_without_advice_falls_back_to_backoff() {
     let mut s = Sim::new(7);
     s.input(0, Input::Connect);
@@ -585,6 +666,14 @@ fn arb_input() -> impl Strategy<Value = Input> {
         ]
         .prop_map(closed),
         Just(refused()),
+        (
+            prop_oneof![Just(403u16), Just(429), Just(503)],
+            proptest::option::of(0u64..60_000)
+        )
+            .prop_map(|(status, ms)| Input::Refused {
+                status,
+                retry_after: ms.map(Duration::from_millis)
+            }),
         Just(Input::TokenAvailable),
         Just(Input::TokenUnavailable),
         Just(Input::Close),
