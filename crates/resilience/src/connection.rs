@@ -72,7 +72,8 @@ pub enum Input {
     /// The server refused the WebSocket upgrade with an HTTP status (429 rate limited, 503 at
     /// capacity or draining, 403 …), with its `Retry-After` if it sent one. A failed attempt;
     /// the next one waits at least `retry_after`. (Browsers cannot see the status: the web
-    /// driver reports [`Input::TransportError`].)
+    /// driver reports [`Input::TransportError`].) The wait gets up to 1 s (or 10 %) of
+    /// random spread on top, since `Retry-After` is rounded to whole seconds.
     Refused {
         /// The HTTP status.
         status: u16,
@@ -429,8 +430,11 @@ impl Connection {
                 {
                     let backoff = self.backoff.next_delay();
                     let (delay, cause) = match retry_after {
+                        // `Retry-After` has whole seconds: a crowd refused within the same
+                        // second would come back in the same instant. Up to a second (or 10 %,
+                        // if more) of spread undoes the rounding.
                         Some(wait) if wait > backoff => (
-                            wait + self.backoff.spread(wait / 10),
+                            wait + self.backoff.spread((wait / 10).max(Duration::from_secs(1))),
                             WaitCause::ServerAdvice,
                         ),
                         _ => (backoff, WaitCause::Backoff),
