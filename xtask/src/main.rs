@@ -12,6 +12,9 @@ mod util;
 mod browser;
 mod web;
 mod webserve;
+// h-client: the recovery drill and its fault-injecting proxy.
+mod chaos;
+mod faultproxy;
 // h-ops: the development supervisor and tunnel monitor (used by dev, doctor, recover).
 mod supervisor;
 
@@ -43,6 +46,8 @@ tasks! {
     Tidy(tidy),
     /// Build the web dashboard (`web build`) or run its real-browser scenario (`web test`).
     Web(web),
+    /// The connection-recovery drill: clients publish and subscribe while the server is killed.
+    Chaos(chaos),
 }
 
 /// Tether's task runner; run it as `cargo xtask <task>`.
