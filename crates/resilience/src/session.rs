@@ -10,8 +10,9 @@
 //! - every publish goes through the queue (refused at once when full or too large);
 //! - a delivered message reaches the app only if it is the channel's next offset;
 //! - acks, nacks, expiry, gaps, resets, alerts and a [`QualitySnapshot`] every 60 s come out
-//!   as [`SessionEvent`]s; [`SessionEvent::PersistRequested`] says when to save
-//!   [`Session::persist`] (queue and positions) so a restart of the client loses nothing.
+//!   as [`SessionEvent`]s (the quality sample only while the app wants a connection);
+//!   [`SessionEvent::PersistRequested`] says when to save [`Session::persist`] (queue and
+//!   positions) so a restart of the client loses nothing — debounce it if messages are many.
 //!
 //! The queue works on wall-clock [`Timestamp`]s (they are persisted); the session derives them
 //! from the `Instant` it is given and one wall-clock reading taken by the driver at creation
@@ -325,7 +326,7 @@ impl Session {
         self.conn.handle_timeout(now);
         let wall = self.wall(now);
         self.queue.handle_timeout(wall);
-        if now >= self.next_quality_at {
+        if now >= self.next_quality_at && self.conn.is_wanted() {
             let snapshot = self.quality(now);
             self.events.push_back(SessionEvent::Quality(snapshot));
             // From `now`: after a frozen tab, one sample, not a burst.
@@ -341,7 +342,8 @@ impl Session {
         [
             self.conn.poll_timeout(),
             self.alerts.poll_timeout(self.metrics.down_since()),
-            Some(self.next_quality_at),
+            // No sample while the app does not want a connection: an idle session has no timer.
+            self.conn.is_wanted().then_some(self.next_quality_at),
             queue,
         ]
         .into_iter()
@@ -448,6 +450,10 @@ impl Session {
         }
         let state = self.conn.state();
         self.metrics.on_state(now, state, self.conn.is_wanted());
+        if !self.conn.is_wanted() {
+            // The first sample comes a full interval after the app asks to connect.
+            self.next_quality_at = now + self.config.quality_interval;
+        }
 
         if state == ConnectionState::Connected {
             while let Some(frame) = self.subs.poll_resubscribe() {

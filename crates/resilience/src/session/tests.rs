@@ -434,3 +434,170 @@ fn a_message_too_large_for_the_server_is_never_resent() {
         ["tiny"]
     );
 }
+
+#[test]
+fn an_idle_session_has_no_timer_and_no_quality_samples() {
+    let mut sim = Sim::new();
+    assert_eq!(sim.s.poll_timeout(), None);
+    sim.at(600_000);
+    assert_eq!(sim.take(), "");
+    sim.input(600_000, Input::Connect);
+    sim.msg(600_010, welcome("c"));
+    sim.take();
+    sim.at(660_000);
+    assert!(
+        sim.take().contains("660000 quality"),
+        "first sample a minute after connecting"
+    );
+    sim.input(700_000, Input::Close);
+    assert!(sim.s.poll_timeout().is_none());
+}
+
+mod properties {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Clone, Debug)]
+    enum Act {
+        Publish,
+        Ack(usize, bool),
+        Nack(usize, u8),
+        Drop,
+        Reconnect,
+        Deliver(u64),
+        DeliverNext,
+        Reset,
+        Advance(u32),
+    }
+
+    fn arb_act() -> impl Strategy<Value = Act> {
+        prop_oneof![
+            4 => Just(Act::Publish),
+            3 => (0usize..50, any::<bool>()).prop_map(|(i, d)| Act::Ack(i, d)),
+            1 => (0usize..50, 0u8..4).prop_map(|(i, c)| Act::Nack(i, c)),
+            1 => Just(Act::Drop),
+            2 => Just(Act::Reconnect),
+            2 => (1u64..60).prop_map(Act::Deliver),
+            4 => Just(Act::DeliverNext),
+            1 => Just(Act::Reset),
+            1 => (0u32..120_000).prop_map(Act::Advance),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// The composed machine, against a server that acks, nacks, drops, repeats and
+        /// resets at random: every accepted publish is accounted for exactly once (queued,
+        /// acked or failed), only sent ids are acked, the queue stays bounded, and the app
+        /// sees each channel's offsets in order without repeats (a reset restarts them).
+        #[test]
+        fn nothing_lost_nothing_repeated(seed: u64, acts in proptest::collection::vec(arb_act(), 1..200)) {
+            let t0 = crate::t0();
+            let mut config = Config::new(seed);
+            config.queue_capacity = 10;
+            let mut s = Session::new(config, t0, WALL);
+            let mut now = t0;
+            s.subscribe(now, "room:1", Some(0)).unwrap();
+            s.connect(now);
+            let mut connected_sent: Vec<String> = Vec::new(); // ids sent on this connection
+            let mut ever_sent = BTreeSet::new();
+            let mut accepted = BTreeSet::new();
+            let mut settled: BTreeMap<String, &str> = BTreeMap::new();
+            let mut expected_offset: Option<u64> = Some(1);
+            let mut next = 0u32;
+            for act in acts {
+                let connected = s.state() == ConnectionState::Connected;
+                match act {
+                    Act::Publish => {
+                        let id = format!("p{next}");
+                        next += 1;
+                        if s.publish(now, id.clone(), "room:1", json!(next)).is_ok() {
+                            accepted.insert(id);
+                        }
+                    }
+                    Act::Ack(i, dup) if connected && !connected_sent.is_empty() => {
+                        let id = connected_sent[i % connected_sent.len()].clone();
+                        s.handle_message(now, ack(&id, 1, dup));
+                    }
+                    Act::Nack(i, c) if connected && !connected_sent.is_empty() => {
+                        let id = connected_sent[i % connected_sent.len()].clone();
+                        let code = [ErrorCode::Forbidden, ErrorCode::BadRequest, ErrorCode::RateLimit, ErrorCode::ServerError][c as usize];
+                        s.handle_message(now, ServerMessage::Nack(Nack { id, code, message: String::new(), retry_after_ms: Some(100) }));
+                    }
+                    Act::Drop if connected => {
+                        s.handle_input(now, Input::Closed { code: protocol::CloseCode(1006), reason: String::new() });
+                    }
+                    Act::Reconnect if !connected => {
+                        // Run timers until a socket is asked for, then complete the handshake.
+                        for _ in 0..50 {
+                            let mut opened = false;
+                            while let Some(o) = s.poll_output() {
+                                opened |= matches!(o, Output::OpenSocket { .. });
+                                if let Output::Send(ClientMessage::Publish(p)) = o { ever_sent.insert(p.id); }
+                            }
+                            if opened { break; }
+                            match s.poll_timeout() {
+                                Some(at) => { now = now.max(at); s.handle_timeout(now); }
+                                None => { s.retry(now); }
+                            }
+                        }
+                        connected_sent.clear();
+                        s.handle_input(now, Input::SocketOpened);
+                        s.handle_message(now, welcome("c"));
+                    }
+                    Act::Deliver(o) if connected => {
+                        s.handle_text(now, &delivery(o));
+                    }
+                    Act::DeliverNext if connected => {
+                        // What an in-order server sends next.
+                        s.handle_text(now, &delivery(expected_offset.unwrap_or(1)));
+                    }
+                    Act::Reset if connected => {
+                        s.handle_message(now, ServerMessage::Subscribed(Subscribed {
+                            channel: "room:1".into(), epoch: "e2".into(), offset: 40, recovered: false, replayed: 10,
+                        }));
+                    }
+                    Act::Advance(ms) => {
+                        now += Duration::from_millis(u64::from(ms));
+                        s.handle_timeout(now);
+                    }
+                    _ => {}
+                }
+                while let Some(o) = s.poll_output() {
+                    if let Output::Send(ClientMessage::Publish(p)) = o {
+                        ever_sent.insert(p.id.clone());
+                        connected_sent.push(p.id);
+                    }
+                }
+                while let Some(e) = s.poll_event() {
+                    match e {
+                        SessionEvent::Queue(QueueEvent::Acked { id, .. }) => {
+                            prop_assert!(ever_sent.contains(&id), "acked {id} never sent");
+                            prop_assert!(settled.insert(id, "acked").is_none());
+                        }
+                        SessionEvent::Queue(QueueEvent::Failed { id, .. }) => {
+                            prop_assert!(settled.insert(id, "failed").is_none());
+                        }
+                        SessionEvent::Subscription(SubscriptionEvent::Reset { replay_from, .. }) => {
+                            expected_offset = Some(replay_from);
+                        }
+                        SessionEvent::Message(d) => {
+                            prop_assert_eq!(Some(d.offset), expected_offset, "out of order or repeated");
+                            expected_offset = Some(d.offset + 1);
+                        }
+                        _ => {}
+                    }
+                }
+                prop_assert!(s.queue().len() <= 10);
+                let queued: BTreeSet<String> = s.queue().entries().map(|e| e.id.clone()).collect();
+                for id in &accepted {
+                    prop_assert!(queued.contains(id) != settled.contains_key(id), "{id} lost or counted twice");
+                }
+            }
+        }
+    }
+}
