@@ -18,6 +18,23 @@
 //! | `metrics.rs` | [`Metrics`], [`QualitySnapshot`]: RTT, delivery rate, attempts, downtime |
 //! | `alerts.rs` | [`Alerts`]: latency > 200 ms, > 3 attempts, > 5 failed messages, down > 30 s |
 //!
+//! # Defaults ([`Config::new`], from `protocol::defaults`, CONTRACT §8)
+//!
+//! | setting | value |
+//! |---|---|
+//! | retry delay | 1000 ms doubling to 30000 ms (un-jittered); waited: uniform in `[d/2, d]` |
+//! | attempt budget | 10 failed attempts, then `FAILED` |
+//! | connection timeout | 5000 ms from opening the socket to `welcome` |
+//! | circuit breaker | opens after 5 failures within 60 s; half-open after 30 s; one trial |
+//! | heartbeat | a ping every `heartbeat_ms` of the `welcome` (30000 ms); dead after 2.5 × that with no frame |
+//! | RTT window | last 20 samples (median, p95, nearest rank) |
+//! | latency threshold | 200 ms (spike event and alert) |
+//! | healthy connection | up ≥ 30 s: the next retry starts again at 1 s |
+//! | server advice | `after_ms` / `retry_after_ms` plus up to 10 % spread; `Retry-After` plus up to 1 s |
+//! | outbound queue | 1000 entries, 64 KiB per frame (or the `welcome`'s limit), 256 in flight, 24 h expiry |
+//! | alerts | RTT > 200 ms; > 3 attempts in an outage; > 5 failed messages in 5 min; down > 30 s |
+//! | quality sample | every 60 s while a connection is wanted |
+//!
 //! # How to drive it
 //!
 //! A driver owns a socket, a timer and a clock; the [`Session`] owns every decision.
