@@ -73,6 +73,9 @@ impl CloseCode {
     pub const NORMAL: Self = Self(1000);
     /// 1001: going away (also: the server heard nothing for 2.5 heartbeats).
     pub const GOING_AWAY: Self = Self(1001);
+    /// 1006: abnormal closure. Never sent on the wire; drivers report it for a connection
+    /// that ended without a close frame.
+    pub const ABNORMAL: Self = Self(1006);
     /// 1007: a text frame that is not valid UTF-8.
     pub const INVALID_PAYLOAD: Self = Self(1007);
     /// 1009: message too large.

@@ -37,6 +37,8 @@ pub const ALERT_RECONNECT_ATTEMPTS: u32 = 3;
 pub const ALERT_FAILED_MESSAGES: u32 = 5;
 /// Alert: downtime over this.
 pub const ALERT_DOWNTIME_MS: u64 = 30_000;
+/// Clients log `connection_quality` this often (CONTRACT §7).
+pub const QUALITY_INTERVAL_MS: u64 = 60_000;
 /// The server announces `token_expiring` this long before `exp`.
 pub const TOKEN_EXPIRING_LEAD_MS: u64 = 60_000;
 /// Retention per channel: newest messages kept.
