@@ -2,9 +2,11 @@
 //! redacted.
 //!
 //! API summary:
-//! - [`init`]`(LogFormat, LogTarget) -> Result<(), LogInitError>`: installs the global
-//!   subscriber. `serve` uses [`LogTarget::Stdout`]; other commands [`LogTarget::Stderr`].
-//!   Filter: `RUST_LOG` when set, else `info`.
+//! - [`init`]`(LogFormat, LogTarget, otlp_endpoint) -> Result<LogGuard, LogInitError>`:
+//!   installs the global subscriber. `serve` uses [`LogTarget::Stdout`]; other commands
+//!   [`LogTarget::Stderr`]. Filter: `RUST_LOG` when set, else `info`. With an OTLP endpoint,
+//!   spans are exported too (http/protobuf, `{endpoint}/v1/traces`); keep the [`LogGuard`]
+//!   until exit so pending spans are flushed.
 //! - [`JsonLayer`]: the `tracing_subscriber::Layer` that writes one JSON object per event:
 //!   `{"timestamp":"2026-11-27T14:00:00.123Z","level":"warn","component":"websocket",
 //!   "event":"auth_failure","data":{..},"connectionId":".."}`.
@@ -47,15 +49,48 @@ pub enum LogTarget {
     Stderr,
 }
 
-/// Installing the subscriber failed (one was installed already).
+/// Installing the subscriber failed (one was installed already, or the OTLP exporter could
+/// not be built).
 #[derive(Debug, thiserror::Error)]
 #[error("cannot install the log subscriber: {0}")]
 pub struct LogInitError(String);
 
+/// Keeps the OTLP pipeline alive; dropping it flushes pending spans (at most 5 s) and stops
+/// the exporter. Drop it outside the tokio runtime (after `block_on` returns).
+#[must_use = "dropping the guard stops the OTLP export"]
+#[derive(Default)]
+pub struct LogGuard {
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl std::fmt::Debug for LogGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogGuard")
+            .field("otlp", &self.provider.is_some())
+            .finish()
+    }
+}
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take() {
+            // Best effort: a collector that is down must not block the exit.
+            let _ = provider.shutdown_with_timeout(std::time::Duration::from_secs(5));
+        }
+    }
+}
+
 /// Installs the global subscriber: the filter from `RUST_LOG` (else `info`), and JSON lines or
-/// the human format on `target`.
-pub fn init(format: LogFormat, target: LogTarget) -> Result<(), LogInitError> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// the human format on `target`. With `otlp_endpoint` (the `OTEL_EXPORTER_OTLP_ENDPOINT` base
+/// URL), spans are also exported as OTLP http/protobuf to `{endpoint}/v1/traces`. Call it
+/// before creating the tokio runtime (the exporter's blocking HTTP client must be built
+/// outside it).
+pub fn init(
+    format: LogFormat,
+    target: LogTarget,
+    otlp_endpoint: Option<&str>,
+) -> Result<LogGuard, LogInitError> {
+    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let layer: Box<dyn Layer<Registry> + Send + Sync> = match (format, target) {
         (LogFormat::Json, LogTarget::Stdout) => JsonLayer::new(std::io::stdout).boxed(),
         (LogFormat::Json, LogTarget::Stderr) => JsonLayer::new(std::io::stderr).boxed(),
@@ -66,10 +101,51 @@ pub fn init(format: LogFormat, target: LogTarget) -> Result<(), LogInitError> {
             human_layer(std::io::stderr, std::io::stderr().is_terminal()).boxed()
         }
     };
+    let mut layers = vec![layer.with_filter(filter()).boxed()];
+    let mut guard = LogGuard::default();
+    if let Some(endpoint) = otlp_endpoint {
+        let (otel, provider) = otlp_layer(endpoint)?;
+        layers.push(otel.with_filter(filter()).boxed());
+        guard.provider = Some(provider);
+    }
     tracing_subscriber::registry()
-        .with(vec![layer.with_filter(filter).boxed()])
+        .with(layers)
         .try_init()
-        .map_err(|e| LogInitError(e.to_string()))
+        .map_err(|e| LogInitError(e.to_string()))?;
+    Ok(guard)
+}
+
+/// The OTLP trace layer and its provider (kept by [`LogGuard`]).
+fn otlp_layer(
+    endpoint: &str,
+) -> Result<
+    (
+        Box<dyn Layer<Registry> + Send + Sync>,
+        opentelemetry_sdk::trace::SdkTracerProvider,
+    ),
+    LogInitError,
+> {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_otlp::WithExportConfig as _;
+
+    let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(url)
+        .with_timeout(std::time::Duration::from_secs(5))
+        .build()
+        .map_err(|e| LogInitError(format!("OTLP exporter: {e}")))?;
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name("tether")
+                .build(),
+        )
+        .build();
+    let tracer = provider.tracer("tether");
+    let layer = tracing_opentelemetry::layer().with_tracer(tracer).boxed();
+    Ok((layer, provider))
 }
 
 /// The human format: one line per event, fields `name=value`, secrets redacted.

@@ -324,3 +324,100 @@ fn serve_logs_server_started_as_json_then_stops_on_sigterm() {
         let _ = child.kill();
     }
 }
+
+/// With `OTEL_EXPORTER_OTLP_ENDPOINT`, spans are exported as OTLP http/protobuf; the start-up
+/// span reaches a (fake) collector at the latest when the server stops.
+#[cfg(unix)]
+#[test]
+fn serve_exports_otlp_traces_when_configured() {
+    use std::io::{Read as _, Write as _};
+
+    let collector = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", collector.local_addr().unwrap());
+    let (req_tx, req_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // One request is enough; the thread ends with the test process otherwise.
+        let Ok((mut conn, _)) = collector.accept() else {
+            return;
+        };
+        conn.set_read_timeout(Some(Duration::from_secs(10))).ok();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            let n = conn.read(&mut chunk).unwrap_or(0);
+            if n == 0 {
+                break None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break Some(i + 4);
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end.unwrap_or(buf.len())]).into_owned();
+        let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+        let _ = req_tx.send(head);
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = tether(dir.path())
+        .arg("serve")
+        .env("PORT", "0")
+        .env("TETHER_DRAIN_MS", "0")
+        .env("TETHER_JWT_SECRET", SECRET)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (line_tx, line_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = line_rx
+            .recv_timeout(left)
+            .expect("server_started within 30 s");
+        if line.contains("\"server_started\"") {
+            break;
+        }
+    }
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let head = match req_rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(head) => head,
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            panic!("no OTLP request within 30 s");
+        }
+    };
+    assert!(head.starts_with("POST /v1/traces "), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/x-protobuf"),
+        "{head}"
+    );
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(child.wait());
+    });
+    match done_rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(status) => assert_eq!(status.unwrap().code(), Some(0)),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            panic!("serve did not stop within 30 s of SIGTERM");
+        }
+    }
+}

@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use tracing::Instrument as _;
 
 use super::{EXIT_CONFIG, Settings};
 use crate::config::{Config, Env, SecretMode};
@@ -20,10 +21,18 @@ pub fn serve(settings: &Settings) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Err(e) = logging::init(config.log_format, LogTarget::Stdout) {
-        eprintln!("{e}");
-        return ExitCode::FAILURE;
-    }
+    // Kept to the end of `serve`, after the runtime is gone: dropping it flushes OTLP spans.
+    let _log_guard = match logging::init(
+        config.log_format,
+        LogTarget::Stdout,
+        config.otlp_endpoint.as_deref(),
+    ) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     config.log_warnings();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -35,7 +44,10 @@ pub fn serve(settings: &Settings) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(start(config)) {
+    let result = runtime.block_on(start(config));
+    // The runtime goes first, so the OTLP flush in the guard's drop runs outside it.
+    drop(runtime);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(
@@ -49,7 +61,10 @@ pub fn serve(settings: &Settings) -> ExitCode {
 }
 
 async fn start(config: Config) -> anyhow::Result<()> {
+    // A span around start-up, so an OTLP collector sees each start and how long it took.
+    let startup = tracing::info_span!("tether.startup");
     let opened = crate::store::open(&config.store)
+        .instrument(startup.clone())
         .await
         .with_context(|| format!("opening the store {}", config.database_url))?;
     // Before anything is announced, so a supervisor's early SIGTERM is a graceful stop.
@@ -58,17 +73,20 @@ async fn start(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", config.listen_addr()))?;
     let local = listener.local_addr().context("reading the bound address")?;
-    tracing::info!(
-        component = "server",
-        event = "server_started",
-        host = %local.ip(),
-        port = local.port(),
-        version = env!("CARGO_PKG_VERSION"),
-        store = opened.store.kind(),
-        database = %config.database_url,
-        environment = config.environment.as_str(),
-        "listening on {local}"
-    );
+    startup.in_scope(|| {
+        tracing::info!(
+            component = "server",
+            event = "server_started",
+            host = %local.ip(),
+            port = local.port(),
+            version = env!("CARGO_PKG_VERSION"),
+            store = opened.store.kind(),
+            database = %config.database_url,
+            environment = config.environment.as_str(),
+            "listening on {local}"
+        );
+    });
+    drop(startup);
     crate::run(listener, config, opened, shutdown).await
 }
 
