@@ -15,7 +15,9 @@ mod webserve;
 // h-client: the recovery drill and its fault-injecting proxy.
 mod chaos;
 mod faultproxy;
-// h-ops: the development supervisor and tunnel monitor (used by dev, doctor, recover).
+// h-ops: the development stack, its supervisor and tunnel monitor, and the operations checks.
+mod dev;
+mod doctor;
 mod supervisor;
 
 use clap::Parser;
@@ -48,6 +50,10 @@ tasks! {
     Web(web),
     /// The connection-recovery drill: clients publish and subscribe while the server is killed.
     Chaos(chaos),
+    /// Boot the stack in the startup order of CONTRACT §9 (`--tunnel ngrok` for a public URL).
+    Dev(dev),
+    /// The deployment checklist: PASS/WARN/FAIL per check (`--post URL` after deploying).
+    Doctor(doctor),
 }
 
 /// Tether's task runner; run it as `cargo xtask <task>`.

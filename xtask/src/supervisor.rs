@@ -337,11 +337,6 @@ impl Supervised {
         self.status.clone()
     }
 
-    /// The component name given in the spec.
-    pub fn component(&self) -> &'static str {
-        self.component
-    }
-
     /// The last `n` lines the process wrote (stdout and stderr interleaved).
     pub fn last_lines(&self, n: usize) -> Vec<String> {
         self.output.last_lines(n)

@@ -1,0 +1,226 @@
+//! Doctor tests: a broken configuration yields the right `FAIL` lines; `check-env` output is
+//! mapped line by line; logs and the tunnel are judged as documented.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpListener;
+
+use super::*;
+
+fn lines(report: &Report) -> Vec<String> {
+    report
+        .checks()
+        .iter()
+        .map(|c| format!("{} {}", c.status, c.check))
+        .collect()
+}
+
+fn status_of(report: &Report, check: &str) -> Status {
+    report
+        .checks()
+        .iter()
+        .find(|c| c.check == check)
+        .unwrap_or_else(|| panic!("no {check} line in {:?}", lines(report)))
+        .status
+}
+
+#[test]
+fn a_broken_production_configuration_fails_the_security_checks() {
+    let settings = Settings::from_pairs([
+        ("TETHER_ENV", "production"),
+        ("TETHER_JWT_SECRET", "too-short"),
+        ("TETHER_ALLOWED_ORIGINS", "https://app.example.com,*"),
+    ]);
+    let mut report = Report::new(false);
+    security(&settings, &mut report);
+    assert_eq!(
+        lines(&report),
+        [
+            "FAIL security.secret",
+            "FAIL security.origins",
+            "FAIL security.transport"
+        ]
+    );
+    let secret = &report.checks()[0].detail;
+    assert!(
+        secret.contains("9 bytes") && secret.contains("at least 32"),
+        "{secret}"
+    );
+    assert!(
+        !secret.contains("too-short"),
+        "the secret itself is never shown"
+    );
+    assert!(report.failed());
+}
+
+#[test]
+fn a_missing_production_secret_and_half_a_tls_pair_fail() {
+    let settings = Settings::from_pairs([
+        ("TETHER_ENV", "production"),
+        ("TETHER_TLS_CERT", "/etc/tether/cert.pem"),
+    ]);
+    let mut report = Report::new(false);
+    security(&settings, &mut report);
+    assert_eq!(status_of(&report, "security.secret"), Status::Fail);
+    assert_eq!(status_of(&report, "security.transport"), Status::Fail);
+    assert_eq!(status_of(&report, "security.origins"), Status::Warn);
+}
+
+#[test]
+fn a_sound_production_configuration_passes() {
+    let secret = "k".repeat(48);
+    let settings = Settings::from_pairs([
+        ("TETHER_ENV", "production"),
+        ("TETHER_JWT_SECRET", secret.as_str()),
+        ("TETHER_ALLOWED_ORIGINS", "https://app.example.com"),
+        ("TETHER_TRUSTED_PROXIES", "10.0.0.0/8"),
+    ]);
+    let mut report = Report::new(false);
+    security(&settings, &mut report);
+    assert_eq!(
+        lines(&report),
+        [
+            "PASS security.secret",
+            "PASS security.origins",
+            "PASS security.transport"
+        ]
+    );
+}
+
+#[test]
+fn development_gets_notes_not_failures() {
+    let settings = Settings::from_pairs([("TETHER_ALLOWED_ORIGINS", "*")]);
+    let mut report = Report::new(false);
+    security(&settings, &mut report);
+    assert!(!report.failed(), "{:?}", lines(&report));
+    assert_eq!(status_of(&report, "security.origins"), Status::Warn);
+    assert_eq!(status_of(&report, "security.environment"), Status::Warn);
+}
+
+#[test]
+fn env_files_parse_like_systemd_reads_them() {
+    let vars = parse_env_file(
+        "# comment\n\nTETHER_ENV=production\nexport PORT=9000\nTETHER_ALLOWED_ORIGINS=\"https://a.example\"\nBAD LINE\nX='y z'\n",
+    );
+    assert_eq!(
+        vars.get("TETHER_ENV").map(String::as_str),
+        Some("production")
+    );
+    assert_eq!(vars.get("PORT").map(String::as_str), Some("9000"));
+    assert_eq!(
+        vars.get("TETHER_ALLOWED_ORIGINS").map(String::as_str),
+        Some("https://a.example")
+    );
+    assert_eq!(vars.get("X").map(String::as_str), Some("y z"));
+    assert_eq!(vars.len(), 4);
+}
+
+#[tokio::test]
+async fn check_env_lines_become_env_checks_and_a_failure_fails() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fake = dir.path().join("tether");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\n[ \"$1\" = check-env ] || exit 9\necho \"FAIL variables: DATABASE_URL: unsupported scheme mysql\"\necho \"PASS twilio: not configured\"\necho \"WARN secret: development secret\"\necho \"FAIL store: no usable DATABASE_URL\"\nexit 1\n",
+    )
+    .expect("write");
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let settings = Settings::from_pairs([("DATABASE_URL", "mysql://db/tether")]);
+    let mut report = Report::new(false);
+    check_env(&fake, &settings, &mut report).await;
+    assert_eq!(
+        lines(&report),
+        [
+            "FAIL env.variables",
+            "PASS env.twilio",
+            "WARN env.secret",
+            "FAIL env.store"
+        ]
+    );
+    assert_eq!(
+        report.checks()[0].detail,
+        "DATABASE_URL: unsupported scheme mysql"
+    );
+}
+
+#[test]
+fn logs_are_judged_by_format_and_error_rate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("tether.log");
+    let line = |level: &str, event: &str| {
+        format!(
+            r#"{{"timestamp":"2026-11-27T14:00:00.123Z","level":"{level}","component":"server","event":"{event}","data":{{}}}}"#
+        )
+    };
+    let mut text = String::new();
+    for _ in 0..90 {
+        text += &line("info", "connection_opened");
+        text.push('\n');
+    }
+    for _ in 0..4 {
+        text += &line("warn", "auth_failure");
+        text.push('\n');
+    }
+    for _ in 0..6 {
+        text += &line("error", "store_write_failed");
+        text.push('\n');
+    }
+    std::fs::write(&path, &text).expect("write");
+    let mut report = Report::new(false);
+    logs(&path, &mut report);
+    assert_eq!(lines(&report), ["PASS logs.format", "FAIL logs.errors"]);
+    let detail = &report.checks()[1].detail;
+    assert!(
+        detail.contains("6 error") && detail.contains("store_write_failed×6"),
+        "{detail}"
+    );
+
+    std::fs::write(&path, format!("{text}plain text line\n")).expect("write");
+    let mut report = Report::new(false);
+    logs(&path, &mut report);
+    assert_eq!(status_of(&report, "logs.format"), Status::Fail);
+}
+
+/// Serves one `/api/tunnels` answer per connection, `count` times, on a thread.
+fn fake_ngrok_api(url: &'static str, count: usize) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(count) {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 2048];
+            let _ = stream.read(&mut buf); // The request itself does not matter.
+            let body = format!(
+                r#"{{"tunnels":[{{"public_url":"{url}","proto":"https","config":{{"addr":"http://localhost:8081"}}}}]}}"#
+            );
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn the_tunnel_url_must_equal_public_url() {
+    let api = fake_ngrok_api("https://abc.ngrok.app", 2);
+    let mut report = Report::new(false);
+    let same = Settings::from_pairs([("PUBLIC_URL", "https://abc.ngrok.app/")]);
+    tunnel_check(&same, api, &mut report).await;
+    let other = Settings::from_pairs([("PUBLIC_URL", "https://old.ngrok.app")]);
+    tunnel_check(&other, api, &mut report).await;
+    assert_eq!(lines(&report), ["PASS tunnel", "FAIL tunnel"]);
+    assert!(report.checks()[1].detail.contains("https://old.ngrok.app"));
+
+    // An ngrok PUBLIC_URL with no ngrok running fails; no tunnel and no PUBLIC_URL passes.
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let mut report = Report::new(false);
+    tunnel_check(&other, closed, &mut report).await;
+    tunnel_check(&Settings::from_pairs([]), closed, &mut report).await;
+    assert_eq!(lines(&report), ["FAIL tunnel", "PASS tunnel"]);
+}
