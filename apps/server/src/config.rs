@@ -119,9 +119,7 @@ impl AllowedOrigins {
     pub fn allows(&self, origin: &str) -> bool {
         match self {
             Self::Any => true,
-            Self::List(list) => {
-                normalise_origin(origin).is_some_and(|o| list.iter().any(|allowed| *allowed == o))
-            }
+            Self::List(list) => normalise_origin(origin).is_some_and(|o| list.contains(&o)),
         }
     }
 }

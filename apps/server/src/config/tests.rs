@@ -307,10 +307,7 @@ fn no_dev_secret_is_created_for_a_refused_config() {
 
 #[test]
 fn unknown_tether_variables_warn() {
-    let env = Env::from_pairs([
-        (SECRET_ENV, "x".repeat(40)),
-        ("TETHER_PROT".into(), "1".into()),
-    ]);
+    let env = Env::from_pairs([(SECRET_ENV, "x".repeat(40)), ("TETHER_PROT", "1".into())]);
     let c = Config::load(&Settings::default(), &env, SecretMode::ReadOnly).unwrap();
     assert!(c.warnings.iter().any(|w| w.setting == "TETHER_PROT"));
 }
