@@ -132,19 +132,12 @@ fn doctests(metadata: &Metadata, nextest: bool) -> Result<()> {
         println!("  already run by `cargo test` in the tests step");
         return Ok(());
     }
-    // nextest does not run doctests; cargo does, for library targets only.
-    let libraries: Vec<&str> = metadata
-        .default_members()
-        .filter(|p| p.has_lib())
-        .map(|p| p.name.as_str())
-        .collect();
-    if libraries.is_empty() {
+    // nextest does not run doctests; cargo does, for library targets only. No `--package`
+    // list: the same package selection as the tests step unifies features the same way, so
+    // every dependency built there is reused here.
+    if !metadata.default_members().any(|p| p.has_lib()) {
         println!("  no library in the default members");
         return Ok(());
     }
-    let mut cmd = util::cargo(["test", "--doc", "--no-fail-fast"]);
-    for name in libraries {
-        cmd.args(["--package", name]);
-    }
-    util::run(&mut cmd)
+    util::run(&mut util::cargo(["test", "--doc", "--no-fail-fast"]))
 }

@@ -38,8 +38,9 @@ pub struct Thresholds {
 }
 
 impl Thresholds {
-    /// The latency threshold of the original rules and CONTRACT §3.
-    pub const LATENCY: Duration = Duration::from_millis(200);
+    /// The latency threshold of the original rules and CONTRACT §3 (200 ms), the same one
+    /// the clients use for their latency-spike alert.
+    pub const LATENCY: Duration = Duration::from_millis(protocol::defaults::LATENCY_THRESHOLD_MS);
     /// The default slow-store threshold: a local probe (`SELECT 1`) takes well under a
     /// millisecond, so 100 ms means the store is struggling, not merely busy.
     pub const STORE_SLOW: Duration = Duration::from_millis(100);
