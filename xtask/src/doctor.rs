@@ -15,6 +15,7 @@
 //! The settings are the process environment plus `--env-file` (the `KEY=VALUE` file a systemd
 //! unit loads), so the file you are about to deploy can be checked before it is.
 
+pub mod deploy;
 mod live;
 #[cfg(test)]
 mod tests;
@@ -277,6 +278,12 @@ async fn pre_deployment(args: &Args, settings: &Settings, report: &mut Report) {
     ports(settings, report);
     tunnel_check(settings, tunnel::DEFAULT_API_ADDR, report).await;
     clock(report);
+    let drain_ms = tether
+        .as_ref()
+        .ok()
+        .and_then(|exe| deploy::server_drain_default(exe))
+        .unwrap_or(deploy::CONTRACT_DRAIN_MS);
+    deploy::check_deploy(&project_root(), drain_ms, report);
 
     // The recovery test needs a server; use the local one if it runs.
     let local = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, settings.port()));

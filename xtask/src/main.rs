@@ -18,6 +18,7 @@ mod faultproxy;
 // h-ops: the development stack, its supervisor and tunnel monitor, and the operations checks.
 mod dev;
 mod doctor;
+mod recover;
 mod supervisor;
 
 use clap::Parser;
@@ -54,6 +55,8 @@ tasks! {
     Dev(dev),
     /// The deployment checklist: PASS/WARN/FAIL per check (`--post URL` after deploying).
     Doctor(doctor),
+    /// The runbook's recovery: clean up, restart tunnel and server, verify health.
+    Recover(recover),
 }
 
 /// Tether's task runner; run it as `cargo xtask <task>`.

@@ -224,3 +224,150 @@ async fn the_tunnel_url_must_equal_public_url() {
     tunnel_check(&Settings::from_pairs([]), closed, &mut report).await;
     assert_eq!(lines(&report), ["FAIL tunnel", "PASS tunnel"]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// deploy/
+
+#[test]
+fn the_shipped_deploy_files_agree_with_the_seed_and_the_server() {
+    let mut report = Report::new(false);
+    deploy::check_deploy(&project_root(), deploy::CONTRACT_DRAIN_MS, &mut report);
+    let failed: Vec<&Check> = report
+        .checks()
+        .iter()
+        .filter(|c| c.status == Status::Fail)
+        .collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+    for check in ["deploy.k8s", "deploy.systemd", "deploy.otel"] {
+        assert_eq!(status_of(&report, check), Status::Pass, "{check}");
+    }
+    // Present on the project's machines; where missing the check is a WARN, never skipped.
+    for check in ["deploy.systemd.verify", "deploy.pm2"] {
+        assert_ne!(status_of(&report, check), Status::Fail, "{check}");
+    }
+}
+
+/// A copy of `deploy/` with one file edited.
+fn deploy_copy_with(file: &str, from: &str, to: &str) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = project_root().join("deploy");
+    for sub in ["k8s", "systemd", "pm2", "otel"] {
+        let dst = tmp.path().join("deploy").join(sub);
+        std::fs::create_dir_all(&dst).expect("mkdir");
+        for entry in std::fs::read_dir(src.join(sub)).expect("read deploy") {
+            let path = entry.expect("entry").path();
+            std::fs::copy(&path, dst.join(path.file_name().expect("name"))).expect("copy");
+        }
+    }
+    let path = tmp.path().join("deploy").join(file);
+    let text = std::fs::read_to_string(&path).expect("read");
+    assert!(text.contains(from), "{file} does not contain {from:?}");
+    std::fs::write(&path, text.replace(from, to)).expect("write");
+    tmp
+}
+
+#[test]
+fn a_grace_period_shorter_than_prestop_plus_drain_fails() {
+    let tmp = deploy_copy_with(
+        "k8s/deployment.yaml",
+        "terminationGracePeriodSeconds: 15",
+        "terminationGracePeriodSeconds: 8",
+    );
+    let err = deploy::k8s(&tmp.path().join("deploy/k8s"), 5000).expect_err("too short");
+    assert!(
+        err.to_string()
+            .contains("does not cover preStop 5 s + drain 5000 ms"),
+        "{err}"
+    );
+    // The same files pass against their own drain window, and fail against a longer one.
+    let ok = deploy_copy_with(
+        "k8s/deployment.yaml",
+        "path: /health/ready",
+        "path: /health/ready",
+    );
+    assert!(deploy::k8s(&ok.path().join("deploy/k8s"), 5000).is_ok());
+    assert!(deploy::k8s(&ok.path().join("deploy/k8s"), 12_000).is_err());
+}
+
+#[test]
+fn wrong_probe_paths_and_limits_fail() {
+    let tmp = deploy_copy_with("k8s/deployment.yaml", "path: /health/live", "path: /health");
+    let err = deploy::k8s(&tmp.path().join("deploy/k8s"), 5000).expect_err("wrong path");
+    assert!(err.to_string().contains("livenessProbe"), "{err}");
+    let tmp = deploy_copy_with("k8s/deployment.yaml", "memory: 500Mi", "memory: 1Gi");
+    assert!(deploy::k8s(&tmp.path().join("deploy/k8s"), 5000).is_err());
+    let tmp = deploy_copy_with(
+        "k8s/deployment.yaml",
+        "type: Recreate",
+        "type: RollingUpdate",
+    );
+    let err = deploy::k8s(&tmp.path().join("deploy/k8s"), 5000).expect_err("rolling");
+    assert!(err.to_string().contains("Recreate"), "{err}");
+}
+
+#[test]
+fn systemd_limits_that_cannot_trip_or_cut_the_drain_fail() {
+    let tmp = deploy_copy_with(
+        "systemd/tether.service",
+        "StartLimitIntervalSec=300",
+        "StartLimitIntervalSec=20",
+    );
+    let err = deploy::systemd(&tmp.path().join("deploy/systemd"), 5000).expect_err("short window");
+    assert!(err.to_string().contains("too short"), "{err}");
+    let tmp = deploy_copy_with(
+        "systemd/tether.service",
+        "TimeoutStopSec=15",
+        "TimeoutStopSec=4",
+    );
+    let err = deploy::systemd(&tmp.path().join("deploy/systemd"), 5000).expect_err("short stop");
+    assert!(err.to_string().contains("TimeoutStopSec=4"), "{err}");
+}
+
+#[test]
+fn systemd_analyze_rejects_a_broken_unit() {
+    let tmp = deploy_copy_with(
+        "systemd/tether.service",
+        "RestartSec=3",
+        "RestartSec=banana",
+    );
+    match deploy::systemd_analyze(&tmp.path().join("deploy/systemd")) {
+        Ok(None) => {} // No systemd-analyze on this machine: reported as WARN by check_deploy.
+        Ok(Some(detail)) => panic!("accepted a broken unit: {detail}"),
+        Err(err) => assert!(err.to_string().contains("banana"), "{err}"),
+    }
+}
+
+#[test]
+fn the_pm2_file_must_outlast_the_drain() {
+    match deploy::pm2(&project_root().join("deploy/pm2/ecosystem.config.js"), 5000) {
+        Ok(Some(detail)) => assert!(detail.contains("kill_timeout 10000 ms"), "{detail}"),
+        Ok(None) => {} // No node: a WARN in the report.
+        Err(err) => panic!("{err:#}"),
+    }
+    let tmp = deploy_copy_with(
+        "pm2/ecosystem.config.js",
+        "max_restarts: 10",
+        "max_restarts: 3",
+    );
+    if let Ok(result) = deploy::pm2(&tmp.path().join("deploy/pm2/ecosystem.config.js"), 5000) {
+        assert!(result.is_none(), "accepted max_restarts 3");
+    }
+}
+
+#[test]
+fn the_drain_default_is_read_from_the_servers_help() {
+    let help = "      --heartbeat-ms <HEARTBEAT_MS>\n          Heartbeat interval told to clients, ms [default: 30000]\n          [env: TETHER_HEARTBEAT_MS=]\n      --drain-ms <DRAIN_MS>\n          Drain window on shutdown, ms [default:\n          5000] [env: TETHER_DRAIN_MS=]\n      --log-format <LOG_FORMAT>\n          [default: json]\n";
+    // Wrapped across lines, clap may split the bracket; the compact form is what it prints
+    // in the common case.
+    let compact = help.replace("[default:\n          5000]", "[default: 5000]");
+    assert_eq!(
+        deploy::parse_help_default(&compact, "--drain-ms"),
+        Some(5000)
+    );
+    assert_eq!(
+        deploy::parse_help_default(&compact, "--heartbeat-ms"),
+        Some(30000)
+    );
+    assert_eq!(deploy::parse_help_default(&compact, "--log-format"), None);
+    assert_eq!(deploy::parse_help_default(&compact, "--nope"), None);
+}
