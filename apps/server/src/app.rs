@@ -1,0 +1,60 @@
+//! [`App`]: the state every request and session shares.
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use crate::admission::Admission;
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::drain::Drain;
+use crate::hub::{ConnKey, Hub};
+use crate::latency::LatencyTracker;
+use crate::store::StoreHandle;
+
+/// Shared server state, behind an `Arc`.
+#[derive(Debug)]
+pub struct App {
+    /// The validated configuration.
+    pub config: Arc<Config>,
+    /// The durable store.
+    pub store: StoreHandle,
+    /// JWT verification and signing.
+    pub auth: Authenticator,
+    /// Fan-out of committed messages.
+    pub hub: Hub,
+    /// Ping → Pong round trips for `/health`.
+    pub latency: LatencyTracker,
+    /// Admission control and connection counts.
+    pub admission: Arc<Admission>,
+    /// Shutdown state and the session tracker.
+    pub drain: Drain,
+    /// When the server started (for `uptime`).
+    pub started: Instant,
+    // Source of [`ConnKey`]s.
+    next_key: AtomicU64,
+}
+
+impl App {
+    /// Assembles the state.
+    #[must_use]
+    pub fn new(config: Arc<Config>, store: StoreHandle, hub: Hub, drain: Drain) -> Self {
+        let auth = Authenticator::new(&config.auth);
+        let admission = Arc::new(Admission::new(config.clone(), drain.clone()));
+        Self {
+            config,
+            store,
+            auth,
+            hub,
+            latency: LatencyTracker::default(),
+            admission,
+            drain,
+            started: Instant::now(),
+            next_key: AtomicU64::new(1),
+        }
+    }
+
+    /// A fresh process-local connection key.
+    pub fn next_conn_key(&self) -> ConnKey {
+        self.next_key.fetch_add(1, Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,500 @@
+//! The HTTP endpoints of CONTRACT §3: the router, `/health*`, `/dev/token`, server-side
+//! publish and history, the WebSocket upgrade at `/ws`, CORS for the allowed origins only,
+//! the web app from `--web-dir`, and JSON errors everywhere (unknown paths included).
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{ConnectInfo, Path, Query, RawQuery, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use protocol::http::{
+    ErrorBody, HistoryMessage, HistoryResponse, PublishBody, PublishResponse, TokenResponse,
+};
+use protocol::{ChannelName, Claims, ErrorCode, SUBPROTOCOL, defaults};
+use serde_json::json;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::admission::Refusal;
+use crate::app::App;
+use crate::auth::{IssueRequest, all_channels, fingerprint, unix_now};
+use crate::store::{self, PublishOutcome, PublishRequest};
+
+/// How long `/health` waits for the store before calling it unreachable.
+const STORE_PING_TIMEOUT: Duration = Duration::from_secs(2);
+/// A store round trip slower than this makes `/health` `degraded`.
+const STORE_SLOW: Duration = Duration::from_millis(250);
+/// Lifetime of a `/dev/token`.
+const DEV_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+/// WebSocket buffer sizes: small, so that an idle connection costs a few KiB. tungstenite
+/// grows the read buffer for a larger message and a write of any size still goes out whole.
+const WS_READ_BUFFER: usize = 1024;
+const WS_WRITE_BUFFER: usize = 0;
+
+/// A JSON error response: `{"error":{"code":..,"message":..}}`.
+pub fn error_response(status: StatusCode, code: ErrorCode, message: &str) -> Response {
+    (status, Json(ErrorBody::new(code, message))).into_response()
+}
+
+/// The whole HTTP surface.
+pub fn router(app: Arc<App>) -> Router {
+    let mut router = Router::new()
+        .route("/health", get(health))
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/dev/token", get(dev_token))
+        .route("/ws", get(websocket))
+        .route(
+            "/v1/channels/{channel}/messages",
+            get(history).post(publish),
+        );
+    router = match app.config.web_dir.clone() {
+        Some(dir) => {
+            let files = tower_http::services::ServeDir::new(dir)
+                .append_index_html_on_directories(true)
+                .fallback(axum::handler::HandlerWithoutStateExt::into_service(
+                    not_found,
+                ));
+            router.fallback_service(files)
+        }
+        None => router.fallback(not_found),
+    };
+    router.layer(cors(&app)).with_state(app)
+}
+
+fn cors(app: &App) -> CorsLayer {
+    let origins = app.config.allowed_origins.clone();
+    // A predicate rather than a list: the answer echoes the one allowed origin, never `*`.
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(move |origin: &HeaderValue, _| {
+            origin.to_str().is_ok_and(|o| origins.allows(o))
+        }))
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .expose_headers([header::RETRY_AFTER])
+        .max_age(Duration::from_secs(600))
+}
+
+async fn not_found() -> Response {
+    error_response(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such path")
+}
+
+async fn live() -> Response {
+    Json(json!({"status": "alive"})).into_response()
+}
+
+/// Pings the store: `Ok(latency)` or `Err(why)`.
+async fn store_check(app: &App) -> Result<Duration, String> {
+    match tokio::time::timeout(STORE_PING_TIMEOUT, app.store.ping()).await {
+        Ok(Ok(latency)) => Ok(latency),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("store did not answer in time".to_owned()),
+    }
+}
+
+async fn ready(State(app): State<Arc<App>>) -> Response {
+    if app.drain.is_draining() {
+        let body = json!({"status": "not_ready", "reason": "draining"});
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
+    match store_check(&app).await {
+        Ok(_) => Json(json!({"status": "ready"})).into_response(),
+        Err(why) => {
+            let body = json!({"status": "not_ready", "reason": "store unreachable", "detail": why});
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        }
+    }
+}
+
+async fn health(State(app): State<Arc<App>>) -> Response {
+    let now = Instant::now();
+    let latency = app.latency.median_ms(now);
+    let store = store_check(&app).await;
+    let threshold_ms = app.config.latency_threshold.as_secs_f64() * 1_000.0;
+    let draining = app.drain.is_draining();
+    let store_status = match &store {
+        Ok(d) if *d > STORE_SLOW => "degraded",
+        Ok(_) => "healthy",
+        Err(_) => "unhealthy",
+    };
+    let status = if draining || store.is_err() {
+        "unhealthy"
+    } else if latency > threshold_ms || store_status == "degraded" {
+        "degraded"
+    } else {
+        "healthy"
+    };
+    let mut store_check = json!({"status": store_status, "backend": app.store.kind()});
+    match &store {
+        Ok(d) => store_check["latency_ms"] = json!(d.as_secs_f64() * 1_000.0),
+        Err(why) => store_check["error"] = json!(why),
+    }
+    let body = json!({
+        "status": status,
+        "uptime": app.started.elapsed().as_secs_f64(),
+        "connections": app.admission.connections(),
+        "latency": latency,
+        "version": env!("CARGO_PKG_VERSION"),
+        "draining": draining,
+        "subscriptions": app.hub.subscription_count(),
+        "latency_threshold_ms": threshold_ms,
+        "checks": {"store": store_check},
+    });
+    let code = if status == "unhealthy" {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (code, Json(body)).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct DevTokenQuery {
+    sub: Option<String>,
+}
+
+/// Headers that mean the request came through a proxy: `/dev/token` refuses them.
+const FORWARDING_HEADERS: [&str; 5] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+];
+
+fn is_loopback_host(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, port)| {
+            if port.chars().all(|c| c.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        })
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+async fn dev_token(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(query): Query<DevTokenQuery>,
+) -> Response {
+    let host_ok = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(is_loopback_host);
+    let forwarded = FORWARDING_HEADERS
+        .iter()
+        .any(|name| headers.contains_key(*name));
+    if app.config.environment.is_production() || !peer.ip().is_loopback() || !host_ok || forwarded {
+        return not_found().await;
+    }
+    let sub = query.sub.unwrap_or_else(|| "dev".to_owned());
+    if sub.is_empty() || sub.len() > 256 {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            "sub must be 1-256 bytes",
+        );
+    }
+    let rights = all_channels();
+    let request = IssueRequest {
+        sub,
+        subscribe: rights.subscribe,
+        publish: rights.publish,
+        ttl: DEV_TOKEN_TTL,
+        admin: false,
+    };
+    match app.auth.issue(request, unix_now()) {
+        Ok((token, _)) => Json(TokenResponse { token }).into_response(),
+        Err(e) => {
+            tracing::error!(component = "server", event = "dev_token_failed", error = %e);
+            error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorCode::ServerError,
+                "cannot sign a token",
+            )
+        }
+    }
+}
+
+async fn websocket(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let permit = match app
+        .admission
+        .admit_websocket(peer, &headers, Instant::now())
+    {
+        Ok(permit) => permit,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let upgrade = match upgrade {
+        Ok(u) => u,
+        Err(rejection) => {
+            return error_response(
+                rejection.status(),
+                ErrorCode::BadRequest,
+                &rejection.body_text(),
+            );
+        }
+    };
+    let max = app.config.limits.max_message_bytes;
+    let tracker = app.drain.tracker().clone();
+    upgrade
+        .protocols([SUBPROTOCOL])
+        .read_buffer_size(WS_READ_BUFFER)
+        .write_buffer_size(WS_WRITE_BUFFER)
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| tracker.track_future(crate::session::run(app, socket, permit)))
+}
+
+/// Why an HTTP caller is not allowed: 401 or 403, as a response.
+fn authorize(
+    app: &App,
+    ip: std::net::IpAddr,
+    headers: &HeaderMap,
+    allowed: impl Fn(&Claims) -> bool,
+) -> Result<Claims, Response> {
+    let Some(raw) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+    else {
+        return Err(error_response(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::AuthFailure,
+            "missing Authorization: Bearer <token>",
+        ));
+    };
+    let token = raw
+        .strip_prefix("Bearer ")
+        .or_else(|| raw.strip_prefix("bearer "))
+        .unwrap_or("")
+        .trim();
+    let claims = match app.auth.verify(token) {
+        Ok(c) => c,
+        Err(err) => {
+            tracing::warn!(
+                component = "server",
+                event = "auth_failure",
+                client_ip = %ip,
+                reason = err.reason(),
+                detail = %err,
+                phase = "http",
+                token_fingerprint = %fingerprint(token),
+            );
+            app.admission.auth_failed(ip, Instant::now());
+            return Err(error_response(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::AuthFailure,
+                &err.to_string(),
+            ));
+        }
+    };
+    if !allowed(&claims) {
+        return Err(error_response(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden,
+            "the token does not grant this right on this channel",
+        ));
+    }
+    Ok(claims)
+}
+
+fn bad_request(message: &str) -> Response {
+    error_response(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, message)
+}
+
+async fn publish(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(channel): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let ip = match app.admission.admit_api(peer, &headers, Instant::now()) {
+        Ok(ip) => ip,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let claims = match authorize(&app, ip, &headers, |c| c.can_publish(&channel)) {
+        Ok(c) => c,
+        Err(response) => return response,
+    };
+    if let Err(e) = ChannelName::parse(&channel) {
+        return bad_request(&e.to_string());
+    }
+    let limit = app.config.limits.max_message_bytes;
+    let bytes: Bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(_) => {
+            return error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::BadRequest,
+                &format!("the body is larger than {limit} bytes"),
+            );
+        }
+    };
+    if protocol::codec::json_depth_exceeds(&bytes, defaults::MAX_JSON_DEPTH) {
+        return bad_request("JSON nested too deeply");
+    }
+    let body: PublishBody = match serde_json::from_slice(&bytes) {
+        Ok(b) => b,
+        Err(e) => return bad_request(&format!("expected {{\"id\":..,\"data\":..}}: {e}")),
+    };
+    if body.id.is_empty() || body.id.len() > defaults::MAX_ID_BYTES {
+        return bad_request(&format!("id must be 1-{} bytes", defaults::MAX_ID_BYTES));
+    }
+    let request = PublishRequest {
+        channel: channel.clone(),
+        sub: claims.sub,
+        id: body.id,
+        data: body.data,
+        published_at: store::now(),
+    };
+    let (status, offset, duplicate) = match app.store.publish(request).await {
+        Ok(PublishOutcome::Stored { offset }) => (StatusCode::CREATED, offset, false),
+        Ok(PublishOutcome::Duplicate { offset }) => (StatusCode::OK, offset, true),
+        Ok(PublishOutcome::Conflict { .. }) => {
+            return bad_request("this id was already published with different data");
+        }
+        Err(e) => {
+            tracing::error!(component = "server", event = "store_error", operation = "http_publish", error = %e);
+            return store_unavailable();
+        }
+    };
+    let body = PublishResponse {
+        channel,
+        offset,
+        duplicate,
+    };
+    (status, Json(body)).into_response()
+}
+
+fn store_unavailable() -> Response {
+    let mut response = error_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::ServerError,
+        "the store is unavailable; retry later",
+    );
+    response.headers_mut().insert(
+        HeaderName::from_static("retry-after"),
+        HeaderValue::from_static("1"),
+    );
+    response
+}
+
+async fn history(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(channel): Path<String>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let ip = match app.admission.admit_api(peer, &headers, Instant::now()) {
+        Ok(ip) => ip,
+        Err(refusal) => return refusal.into_response(),
+    };
+    if let Err(response) = authorize(&app, ip, &headers, |c| c.can_subscribe(&channel)) {
+        return response;
+    }
+    if let Err(e) = ChannelName::parse(&channel) {
+        return bad_request(&e.to_string());
+    }
+    let mut since = 0u64;
+    let mut limit = u64::from(defaults::HISTORY_DEFAULT_LIMIT);
+    for pair in query
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let target = match key {
+            "since" => &mut since,
+            "limit" => &mut limit,
+            _ => continue,
+        };
+        match value.parse::<u64>() {
+            Ok(v) => *target = v,
+            Err(_) => return bad_request(&format!("{key} must be a non-negative integer")),
+        }
+    }
+    let limit = limit.clamp(1, u64::from(defaults::HISTORY_MAX_LIMIT));
+    let info = match app.store.channel_info(&channel).await {
+        Ok(Some(info)) => Ok(info),
+        Ok(None) => app.store.channel(&channel).await,
+        Err(e) => Err(e),
+    };
+    let info = match info {
+        Ok(info) => info,
+        Err(e) => {
+            tracing::error!(component = "server", event = "store_error", operation = "history", error = %e);
+            return store_unavailable();
+        }
+    };
+    let limit = usize::try_from(limit).unwrap_or(1_000);
+    let messages = match app.store.read(&channel, since, limit).await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(component = "server", event = "store_error", operation = "history", error = %e);
+            return store_unavailable();
+        }
+    };
+    let body = HistoryResponse {
+        channel,
+        epoch: info.epoch,
+        messages: messages
+            .iter()
+            .map(|m| HistoryMessage::from(m.to_delivery()))
+            .collect(),
+    };
+    Json(body).into_response()
+}
+
+impl From<Refusal> for Response {
+    fn from(r: Refusal) -> Self {
+        r.into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        for ok in [
+            "localhost",
+            "localhost:8081",
+            "127.0.0.1:8081",
+            "[::1]:80",
+            "127.0.0.2",
+        ] {
+            assert!(is_loopback_host(ok), "{ok}");
+        }
+        for bad in [
+            "example.com",
+            "10.0.0.1:80",
+            "localhost.evil.com",
+            "[2001:db8::1]:80",
+        ] {
+            assert!(!is_loopback_host(bad), "{bad}");
+        }
+    }
+}
