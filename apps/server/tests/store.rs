@@ -319,6 +319,53 @@ async fn ping_and_close(s: &dyn Store) {
     ));
 }
 
+/// Any sequence of publishes agrees with a simple model: per (sub, id) the first publish is
+/// stored at the next offset, a repeat with the same data is a duplicate of it, a repeat with
+/// other data a conflict; offsets have no gap; what is read back is what the model stored.
+async fn agrees_with_model(s: &dyn Store, ops: &[(u8, u8, u8)]) {
+    use std::collections::HashMap;
+    let mut first: HashMap<(u8, u8), (u8, u64)> = HashMap::new();
+    let mut next = 1u64;
+    // Issue all calls first (as a busy connection would), then check every answer.
+    let futs: Vec<_> = ops
+        .iter()
+        .map(|&(sub, id, data)| {
+            s.publish(req(
+                "model",
+                &format!("s{sub}"),
+                &format!("i{id}"),
+                json!({ "d": data }),
+                T0,
+            ))
+        })
+        .collect();
+    let mut expected_stored = Vec::new();
+    for (&(sub, id, data), fut) in ops.iter().zip(futs) {
+        let got = fut.await.unwrap();
+        let want = match first.get(&(sub, id)) {
+            None => {
+                first.insert((sub, id), (data, next));
+                expected_stored.push((next, sub, id, data));
+                next += 1;
+                PublishOutcome::Stored { offset: next - 1 }
+            }
+            Some(&(d, offset)) if d == data => PublishOutcome::Duplicate { offset },
+            Some(&(_, offset)) => PublishOutcome::Conflict { offset },
+        };
+        assert_eq!(got, want, "op ({sub},{id},{data})");
+    }
+    let read = s.read("model", 0, 10_000).await.unwrap();
+    let got: Vec<(u64, String, String, serde_json::Value)> = read
+        .into_iter()
+        .map(|m| (m.offset, m.sub, m.id, m.data))
+        .collect();
+    let want: Vec<(u64, String, String, serde_json::Value)> = expected_stored
+        .into_iter()
+        .map(|(o, sub, id, d)| (o, format!("s{sub}"), format!("i{id}"), json!({ "d": d })))
+        .collect();
+    assert_eq!(got, want);
+}
+
 // ---- backends --------------------------------------------------------------------------
 
 fn suite_config(dir: &std::path::Path) -> StoreConfig {
@@ -401,6 +448,18 @@ macro_rules! store_suite {
             #[tokio::test]
             async fn ping_close() {
                 with_store(|s, _| async move { ping_and_close(&*s).await }).await;
+            }
+            #[test]
+            fn model() {
+                use proptest::prelude::*;
+                let config = ProptestConfig {
+                    cases: 16,
+                    ..ProptestConfig::default()
+                };
+                proptest!(config, |(ops in proptest::collection::vec((0u8..2, 0u8..6, 0u8..2), 0..40))| {
+                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                    rt.block_on(with_store(|s, _| async move { agrees_with_model(&*s, &ops).await }));
+                });
             }
             #[tokio::test]
             async fn reopen_keeps_data() {
