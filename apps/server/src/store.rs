@@ -34,6 +34,10 @@
 //! than events being lost. If you do not need events (tools, tests), drop the receiver: sends
 //! then fail and are ignored. Acks are answered *before* the event is sent, so a publisher may
 //! see its ack before its own message; both happen only after COMMIT.
+//! The task draining `events` must not await a *write* operation of the store (`channel` for a
+//! new channel, `publish`, `purge`, `maintain`) inside its loop: with the events channel full,
+//! the writer waits for that task and that task for the writer. Reads (`read`,
+//! `channel_info`, `ping`) use the read pool and are safe there.
 //!
 //! Tests are written once as a suite over `&dyn Store` (`tests/store.rs`) so the PostgreSQL
 //! backend can run the same suite.
