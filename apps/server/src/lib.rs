@@ -91,8 +91,12 @@ pub async fn run(
         anyhow::bail!("the HTTP server stopped unexpectedly");
     }
 
+    // The process stays up for the whole drain window (readiness answers 503 meanwhile),
+    // however quickly the sessions close.
+    let window_end = tokio::time::Instant::now() + app.config.drain;
     drain.start(app.admission.connections());
     let all_closed = drain.wait_sessions().await;
+    tokio::time::sleep_until(window_end).await;
     if !all_closed {
         tracing::warn!(
             component = "server",

@@ -238,6 +238,7 @@ async fn handshake(
         let text = match msg {
             Message::Ping(_) | Message::Pong(_) => continue,
             Message::Close(frame) => {
+                let _ = tokio::time::timeout(CLOSE_LINGER, conn.socket.flush()).await;
                 return Err(conn.ended(frame.map_or(1005, |f| f.code), "closed by client"));
             }
             Message::Binary(_) => None,
@@ -417,27 +418,46 @@ impl Session {
             tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let drain = self.app.drain.clone();
+        // Timers live across iterations and are reset only when their deadline moves.
+        let dead = tokio::time::sleep_until(self.dead_deadline);
+        let expiring = tokio::time::sleep_until(self.expiring_at.unwrap_or(self.expires_at));
+        let expired = tokio::time::sleep_until(self.expires_at);
+        tokio::pin!(dead, expiring, expired);
         loop {
+            if dead.deadline() != self.dead_deadline {
+                dead.as_mut().reset(self.dead_deadline);
+            }
+            if let Some(at) = self.expiring_at
+                && expiring.deadline() != at
+            {
+                expiring.as_mut().reset(at);
+            }
+            if expired.deadline() != self.expires_at {
+                expired.as_mut().reset(self.expires_at);
+            }
             let event = {
                 let can_read = self.pending.len() < MAX_IN_FLIGHT;
-                let expiring_at = self.expiring_at;
+                let has_expiring = self.expiring_at.is_some();
                 let has_pending = !self.pending.is_empty();
                 let has_page = self.page.is_some();
                 let out = &self.out;
                 let pending = &mut self.pending;
                 let page = &mut self.page;
                 let socket = &mut self.conn.socket;
+                // Biased: frames already queued for the client go out before the next
+                // incoming frame is handled, so an answer never overtakes earlier deliveries.
                 tokio::select! {
+                    biased;
                     () = drain.draining() => Event::Drain,
                     () = out.cut() => Event::Cut,
+                    () = &mut expired => Event::Expired,
+                    () = &mut expiring, if has_expiring => Event::Expiring,
+                    () = &mut dead => Event::DeadCheck,
+                    _ = ticker.tick() => Event::Heartbeat,
                     frame = out.recv() => Event::Live(frame),
                     Some(done) = pending.next(), if has_pending => Event::Published(done),
                     page = async { page.as_mut().expect("guarded by has_page").await }, if has_page => Event::Page(page),
                     incoming = socket.recv(), if can_read => Event::Incoming(incoming),
-                    _ = ticker.tick() => Event::Heartbeat,
-                    () = tokio::time::sleep_until(self.dead_deadline) => Event::DeadCheck,
-                    () = tokio::time::sleep_until(expiring_at.unwrap_or(self.expires_at)), if expiring_at.is_some() => Event::Expiring,
-                    () = tokio::time::sleep_until(self.expires_at) => Event::Expired,
                 }
             };
             if let Some(ended) = self.handle(event).await {
@@ -585,6 +605,8 @@ impl Session {
                 None
             }
             Message::Close(frame) => {
+                // tungstenite queued the close reply; send it before dropping the socket.
+                let _ = tokio::time::timeout(CLOSE_LINGER, self.conn.socket.flush()).await;
                 let code = frame.map_or(1005, |f| f.code);
                 Some(self.conn.ended(code, "closed by client"))
             }
