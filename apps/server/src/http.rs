@@ -14,6 +14,7 @@ use axum::extract::{ConnectInfo, Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use health::{HealthInputs, StoreProbe, Thresholds};
 use protocol::http::{
     ErrorBody, HistoryMessage, HistoryResponse, PublishBody, PublishResponse, TokenResponse,
 };
@@ -28,8 +29,6 @@ use crate::store::{self, PublishOutcome, PublishRequest};
 
 /// How long `/health` waits for the store before calling it unreachable.
 const STORE_PING_TIMEOUT: Duration = Duration::from_secs(2);
-/// A store round trip slower than this makes `/health` `degraded`.
-const STORE_SLOW: Duration = Duration::from_millis(250);
 /// Lifetime of a `/dev/token`.
 const DEV_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 /// WebSocket buffer sizes: small, so that an idle connection costs a few KiB. tungstenite
@@ -89,69 +88,47 @@ async fn live() -> Response {
     Json(json!({"status": "alive"})).into_response()
 }
 
-/// Pings the store: `Ok(latency)` or `Err(why)`.
-async fn store_check(app: &App) -> Result<Duration, String> {
+/// Probes the store, bounded in time.
+async fn store_probe(app: &App) -> StoreProbe {
+    let started = Instant::now();
     match tokio::time::timeout(STORE_PING_TIMEOUT, app.store.ping()).await {
-        Ok(Ok(latency)) => Ok(latency),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("store did not answer in time".to_owned()),
+        Ok(Ok(latency)) => StoreProbe::Reachable { latency },
+        Ok(Err(e)) => StoreProbe::Unreachable {
+            latency: started.elapsed(),
+            error: e.to_string(),
+        },
+        Err(_) => StoreProbe::Unreachable {
+            latency: started.elapsed(),
+            error: "no answer in time".to_owned(),
+        },
     }
+}
+
+fn status_code(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 async fn ready(State(app): State<Arc<App>>) -> Response {
-    if app.drain.is_draining() {
-        let body = json!({"status": "not_ready", "reason": "draining"});
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
-    }
-    match store_check(&app).await {
-        Ok(_) => Json(json!({"status": "ready"})).into_response(),
-        Err(why) => {
-            let body = json!({"status": "not_ready", "reason": "store unreachable", "detail": why});
-            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
-        }
-    }
+    let report = health::readiness(&store_probe(&app).await, app.drain.is_draining());
+    (status_code(report.http_status()), Json(report)).into_response()
 }
 
 async fn health(State(app): State<Arc<App>>) -> Response {
-    let now = Instant::now();
-    let latency = app.latency.median_ms(now);
-    let store = store_check(&app).await;
-    let threshold_ms = app.config.latency_threshold.as_secs_f64() * 1_000.0;
-    let draining = app.drain.is_draining();
-    let store_status = match &store {
-        Ok(d) if *d > STORE_SLOW => "degraded",
-        Ok(_) => "healthy",
-        Err(_) => "unhealthy",
+    let inputs = HealthInputs {
+        uptime: app.started.elapsed(),
+        connections: app.admission.connections() as u64,
+        latency: app.latency.median(Instant::now()),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        draining: app.drain.is_draining(),
+        store: store_probe(&app).await,
+        extra: Default::default(),
     };
-    let status = if draining || store.is_err() {
-        "unhealthy"
-    } else if latency > threshold_ms || store_status == "degraded" {
-        "degraded"
-    } else {
-        "healthy"
+    let thresholds = Thresholds {
+        latency: app.config.latency_threshold,
+        ..Thresholds::default()
     };
-    let mut store_check = json!({"status": store_status, "backend": app.store.kind()});
-    match &store {
-        Ok(d) => store_check["latency_ms"] = json!(d.as_secs_f64() * 1_000.0),
-        Err(why) => store_check["error"] = json!(why),
-    }
-    let body = json!({
-        "status": status,
-        "uptime": app.started.elapsed().as_secs_f64(),
-        "connections": app.admission.connections(),
-        "latency": latency,
-        "version": env!("CARGO_PKG_VERSION"),
-        "draining": draining,
-        "subscriptions": app.hub.subscription_count(),
-        "latency_threshold_ms": threshold_ms,
-        "checks": {"store": store_check},
-    });
-    let code = if status == "unhealthy" {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::OK
-    };
-    (code, Json(body)).into_response()
+    let report = health::evaluate(inputs, &thresholds);
+    (status_code(report.http_status()), Json(report)).into_response()
 }
 
 #[derive(serde::Deserialize)]
