@@ -753,12 +753,24 @@ impl Config {
                 }
             });
 
-        // Unknown TETHER_* variables are usually typos: warn, do not fail.
-        let known = Settings::env_names();
+        // A TETHER_* variable close to a setting's name is probably a typo: warn, do not fail.
+        // Others (the tools' own TETHER_BIN, TETHER_TOKEN, …) are none of the server's business.
+        let mut known = Settings::env_names();
+        known.push(SECRET_ENV.to_owned());
         for name in env.vars.keys().filter(|k| k.starts_with("TETHER_")) {
-            let extra = [SECRET_ENV, "TETHER_TOKEN", "TETHER_TOKEN_FILE"];
-            if !known.iter().any(|k| k == name) && !extra.contains(&name.as_str()) {
-                c.warn(name, "unknown setting, ignored");
+            if known.iter().any(|k| k == name) {
+                continue;
+            }
+            if let Some(close) = known
+                .iter()
+                .map(|k| (edit_distance(k, name), k))
+                .filter(|(d, _)| *d <= 2)
+                .min()
+            {
+                c.warn(
+                    name,
+                    format!("unknown setting, ignored (did you mean {}?)", close.1),
+                );
             }
         }
 
@@ -1201,6 +1213,21 @@ fn dev_secret(c: &mut Check, db_path: &Path, mode: SecretMode) -> Option<(Secret
             None
         }
     }
+}
+
+/// Levenshtein distance (ASCII names).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<u8> = b.bytes().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.bytes().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }
 
 /// 32 random bytes as 64 hex characters (the key is the text).

@@ -306,10 +306,21 @@ fn no_dev_secret_is_created_for_a_refused_config() {
 }
 
 #[test]
-fn unknown_tether_variables_warn() {
-    let env = Env::from_pairs([(SECRET_ENV, "x".repeat(40)), ("TETHER_PROT", "1".into())]);
+fn misspelt_tether_variables_warn() {
+    let env = Env::from_pairs([
+        (SECRET_ENV, "x".repeat(40)),
+        ("TETHER_HEARTBEAT_M", "1".into()),
+        ("TETHER_BIN", "/usr/bin/tether".into()),
+        ("TETHER_TOKEN", "not-a-setting".into()),
+    ]);
     let c = Config::load(&Settings::default(), &env, SecretMode::ReadOnly).unwrap();
-    assert!(c.warnings.iter().any(|w| w.setting == "TETHER_PROT"));
+    let w: Vec<String> = c.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        w,
+        ["TETHER_HEARTBEAT_M: unknown setting, ignored (did you mean TETHER_HEARTBEAT_MS?)"]
+    );
+    assert_eq!(edit_distance("TETHER_HOST", "TETHER_HSOT"), 2);
+    assert_eq!(edit_distance("", "abc"), 3);
 }
 
 #[test]
