@@ -1,7 +1,7 @@
 //! The `tether` command line (clap, derive + env).
 //!
 //! API summary:
-//! - [`Cli`] / [`Command`]: `tether serve`, `tether token`, `tether check-env`.
+//! - [`Cli`] / [`Command`]: `tether serve`, `tether token`, `tether check-env`, `tether probe`.
 //! - [`Settings`]: every setting of CONTRACT §2 plus the limits of §4/§5, each a `--flag` and a
 //!   `TETHER_*` (or contract-named) environment variable. All fields are raw `Option<String>`
 //!   on purpose: parsing happens in [`crate::config::Config::load`], which collects *every*
@@ -16,6 +16,7 @@
 //! (see [`crate::config::SECRET_ENV`]); `--jwt-secret-file` / `TETHER_JWT_SECRET_FILE` name a file.
 
 mod check_env;
+mod probe;
 mod serve;
 mod token;
 
@@ -24,6 +25,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 pub use check_env::check_env;
+pub use probe::{ProbeArgs, probe};
 pub use serve::{serve, shutdown_signal};
 pub use token::token;
 
@@ -37,6 +39,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Command::Serve(settings) => serve(&settings),
         Command::Token(args) => token(&args),
         Command::CheckEnv(settings) => check_env(&settings),
+        Command::Probe(args) => probe(&args),
     }
 }
 
@@ -62,6 +65,9 @@ pub enum Command {
     Token(TokenArgs),
     /// Validate configuration and environment; one line per check; non-zero exit on a failure.
     CheckEnv(Settings),
+    /// A live view of one connection's state, RTT and quality (token from `TETHER_TOKEN` or
+    /// `--token-file`).
+    Probe(ProbeArgs),
 }
 
 /// `tether token` arguments: the claims plus the same settings `serve` takes, so the secret is

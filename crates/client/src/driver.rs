@@ -450,7 +450,10 @@ impl Driver {
                 }
             }
             ServerMessage::Refreshed(_) => self.emit(ClientEvent::TokenRefreshed),
-            ServerMessage::Pong(_) | ServerMessage::Reconnect(_) => {}
+            ServerMessage::Reconnect(r) => self.emit(ClientEvent::ReconnectAdvised {
+                after_ms: r.after_ms,
+            }),
+            ServerMessage::Pong(_) => {}
         }
     }
 
@@ -666,10 +669,17 @@ impl Driver {
                 self.emit(ClientEvent::StateChanged { from, to });
             }
             Event::AttemptScheduled {
-                attempt, at, delay, ..
+                attempt,
+                at,
+                delay,
+                cause,
             } => {
                 self.next_attempt_at = Some(at);
-                self.emit(ClientEvent::AttemptScheduled { attempt, delay });
+                self.emit(ClientEvent::AttemptScheduled {
+                    attempt,
+                    delay,
+                    cause,
+                });
             }
             Event::AttemptStarted { .. } => self.next_attempt_at = None,
             Event::RetryFailed {
@@ -681,6 +691,7 @@ impl Driver {
                 logs::retry_failed(attempt, &reason, failures, remaining);
                 self.emit(ClientEvent::RetryFailed {
                     attempt,
+                    failures,
                     code: reason.error_code(),
                     reason: reason.to_string(),
                 });

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use protocol::{ConnectionState, Delivery, ErrorCode};
 use resilience::alerts::{AlertEvent, AlertKind};
 use resilience::metrics::QualitySnapshot;
-use resilience::{BreakerTransition, RttStats};
+use resilience::{BreakerTransition, RttStats, WaitCause};
 
 /// Something that happened to the connection or to a publish.
 #[derive(Clone, Debug, PartialEq)]
@@ -30,11 +30,20 @@ pub enum ClientEvent {
         attempt: u32,
         /// How long from now.
         delay: Duration,
+        /// Why this long (backoff, the server's advice, the breaker, the network).
+        cause: WaitCause,
+    },
+    /// The server advised reconnecting after `after_ms` (`reconnect`, before 1012).
+    ReconnectAdvised {
+        /// The advised wait, ms.
+        after_ms: u64,
     },
     /// An attempt failed.
     RetryFailed {
         /// Its number.
         attempt: u32,
+        /// Failed attempts counted toward the budget (and the breaker) so far.
+        failures: u32,
         /// The contract code it counts as.
         code: ErrorCode,
         /// What happened.
