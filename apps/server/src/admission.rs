@@ -87,6 +87,7 @@ struct State {
     upgrades: HashMap<IpAddr, TokenBucket>,
     requests: HashMap<IpAddr, TokenBucket>,
     per_ip: HashMap<IpAddr, usize>,
+    per_sub: HashMap<String, usize>,
     failures: HashMap<IpAddr, Failures>,
 }
 
@@ -111,6 +112,26 @@ impl Drop for ConnectionPermit {
             *n -= 1;
             if *n == 0 {
                 state.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Held by an authenticated session: counts it against the per-`sub` cap, when one is set.
+#[derive(Debug)]
+pub struct SubPermit {
+    admission: Option<(Arc<Admission>, String)>,
+}
+
+impl Drop for SubPermit {
+    fn drop(&mut self) {
+        if let Some((admission, sub)) = self.admission.take() {
+            let mut state = admission.lock();
+            if let Some(n) = state.per_sub.get_mut(&sub) {
+                *n -= 1;
+                if *n == 0 {
+                    state.per_sub.remove(&sub);
+                }
             }
         }
     }
@@ -221,6 +242,23 @@ impl Admission {
         Ok(ConnectionPermit {
             admission: self.clone(),
             ip,
+        })
+    }
+
+    /// Counts an authenticated connection of `sub`; `None` when the per-`sub` cap (if set)
+    /// is reached.
+    pub fn admit_sub(self: &Arc<Self>, sub: &str) -> Option<SubPermit> {
+        let Some(cap) = self.config.limits.max_connections_per_sub else {
+            return Some(SubPermit { admission: None });
+        };
+        let mut state = self.lock();
+        let count = state.per_sub.entry(sub.to_owned()).or_insert(0);
+        if *count >= cap {
+            return None;
+        }
+        *count += 1;
+        Some(SubPermit {
+            admission: Some((self.clone(), sub.to_owned())),
         })
     }
 

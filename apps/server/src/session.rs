@@ -25,7 +25,7 @@ use protocol::{
     TokenExpiring, Unsubscribed, Welcome, decode_client, encode,
 };
 
-use crate::admission::ConnectionPermit;
+use crate::admission::{ConnectionPermit, SubPermit};
 use crate::app::App;
 use crate::auth::{AuthError, fingerprint};
 use crate::config::RateLimit;
@@ -47,6 +47,8 @@ const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// sustained excess closes it with 4429.
 const STRIKE_BURST: u32 = 200;
 const STRIKE_REFILL: f64 = 20.0;
+/// What a connection refused by the per-`sub` cap is advised to wait.
+const SUB_LIMIT_RETRY_MS: u64 = 5_000;
 /// Live frames written per flush.
 const WRITE_BATCH: usize = 64;
 
@@ -69,12 +71,13 @@ pub async fn run(app: Arc<App>, socket: WebSocket, permit: ConnectionPermit) {
         connection_id,
     };
     let code = match handshake(&app, &mut conn, ip).await {
-        Ok((claims, client)) => {
+        Ok((claims, client, sub_permit)) => {
             let key = app.next_conn_key();
             let out = Arc::new(Outbound::new(app.config.limits.outbound_queue));
             let mut session = Session::new(app.clone(), conn, key, ip, out, claims, client);
             let code = session.run().await;
             session.cleanup();
+            drop(sub_permit);
             code
         }
         Err(code) => code,
@@ -214,18 +217,17 @@ async fn handshake(
     app: &Arc<App>,
     conn: &mut Conn,
     ip: IpAddr,
-) -> Result<(Claims, Option<String>), Ended> {
+) -> Result<(Claims, Option<String>, SubPermit), Ended> {
     let deadline = tokio::time::Instant::now() + app.config.connection_timeout;
     loop {
-        let next = tokio::time::timeout_at(deadline, conn.socket.recv()).await;
+        let next = tokio::select! {
+            next = tokio::time::timeout_at(deadline, conn.socket.recv()) => next,
+            () = app.drain.draining() => return Err(advise_reconnect(app, conn).await),
+        };
         let msg = match next {
             Err(_) => {
                 return Err(conn
-                    .fail(
-                        ErrorCode::ConnectionTimeout,
-                        "no hello within the connection timeout",
-                        CloseCode::HELLO_TIMEOUT,
-                    )
+                    .close(CloseCode::HELLO_TIMEOUT, "no hello in time")
                     .await);
             }
             Ok(None) => return Err(conn.ended(1006, "closed before hello")),
@@ -258,6 +260,24 @@ async fn handshake(
         };
         return match app.auth.verify(hello.token.expose()) {
             Ok(claims) => {
+                let Some(sub_permit) = app.admission.admit_sub(&claims.sub) else {
+                    tracing::warn!(
+                        component = "websocket",
+                        event = "rate_limited",
+                        connection_id = %conn.connection_id,
+                        client_ip = %ip,
+                        limit = "connections_per_sub",
+                    );
+                    let frame = ServerMessage::Error(ErrorFrame {
+                        code: ErrorCode::RateLimit,
+                        message: "too many connections for this sub".into(),
+                        channel: None,
+                        retry_after_ms: Some(SUB_LIMIT_RETRY_MS),
+                    });
+                    let _ =
+                        tokio::time::timeout(CLOSE_WRITE_TIMEOUT, conn.send_frame(&frame)).await;
+                    return Err(conn.close(CloseCode::RATE_LIMITED, "rate limited").await);
+                };
                 let welcome = ServerMessage::Welcome(Welcome {
                     connection_id: conn.connection_id.clone(),
                     heartbeat_ms: millis(app.config.heartbeat),
@@ -266,7 +286,7 @@ async fn handshake(
                     token_expires_at: Timestamp::from_unix_seconds(claims.exp),
                 });
                 match conn.send_frame(&welcome).await {
-                    Ok(()) => Ok((claims, hello.client)),
+                    Ok(()) => Ok((claims, hello.client, sub_permit)),
                     Err(_) => Err(conn.ended(1006, "transport error")),
                 }
             }
@@ -283,6 +303,17 @@ async fn handshake(
             }
         };
     }
+}
+
+/// Drain: `reconnect` with a delay spread over the drain window, then close 1012.
+async fn advise_reconnect(app: &App, conn: &mut Conn) -> Ended {
+    let advice = ServerMessage::Reconnect(Reconnect {
+        after_ms: app.drain.advice_ms(),
+        reason: ReconnectReason::Shutdown,
+    });
+    let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, conn.send_frame(&advice)).await;
+    conn.close(CloseCode::SERVICE_RESTART, "service restart")
+        .await
 }
 
 fn millis(d: Duration) -> u64 {
@@ -469,19 +500,7 @@ impl Session {
     /// Handles one event; `Some` ends the connection.
     async fn handle(&mut self, event: Event) -> Option<Ended> {
         match event {
-            Event::Drain => {
-                let advice = ServerMessage::Reconnect(Reconnect {
-                    after_ms: self.app.drain.advice_ms(),
-                    reason: ReconnectReason::Shutdown,
-                });
-                let _ =
-                    tokio::time::timeout(CLOSE_WRITE_TIMEOUT, self.conn.send_frame(&advice)).await;
-                Some(
-                    self.conn
-                        .close(CloseCode::SERVICE_RESTART, "service restart")
-                        .await,
-                )
-            }
+            Event::Drain => Some(advise_reconnect(&self.app, &mut self.conn).await),
             Event::Cut => Some(self.slow_consumer().await),
             Event::Live(frame) => self.write_live(frame).await,
             Event::Published(reply) => self.write(&reply).await,

@@ -192,3 +192,21 @@ async fn draining_refuses_new_connections_and_readiness() {
     }
     within("the drain", stopping).await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_per_sub_cap_refuses_the_extra_connection_with_4429() {
+    let server = TestServer::start_with(|c| c.limits.max_connections_per_sub = Some(1)).await;
+    let (_first, _) = server.client("solo").await;
+    let mut second = server.connect().await;
+    second
+        .send_json(json!({"type":"hello","token":server.token("solo")}))
+        .await;
+    let (code, before) = second.until_close().await;
+    assert_eq!(code, Some(4429));
+    assert!(
+        matches!(before.as_slice(), [protocol::ServerMessage::Error(e)] if e.code == protocol::ErrorCode::RateLimit && e.retry_after_ms.is_some()),
+        "{before:?}"
+    );
+    // Another sub is not affected.
+    let (_other, _) = server.client("someone").await;
+}
