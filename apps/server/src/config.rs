@@ -16,7 +16,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -101,87 +100,6 @@ pub enum SecretMode {
     Create,
     /// `check-env`: touch nothing.
     ReadOnly,
-}
-
-/// Which requests are allowed to come from browsers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AllowedOrigins {
-    /// `*` (development only).
-    Any,
-    /// Exact origins, normalised (`scheme://host[:port]`, default ports dropped, lowercase).
-    List(Vec<String>),
-}
-
-impl AllowedOrigins {
-    /// Is this `Origin` header value allowed? Compares normalised origins, so
-    /// `http://LOCALHOST:3000` matches `http://localhost:3000`.
-    #[must_use]
-    pub fn allows(&self, origin: &str) -> bool {
-        match self {
-            Self::Any => true,
-            Self::List(list) => normalise_origin(origin).is_some_and(|o| list.contains(&o)),
-        }
-    }
-}
-
-/// An IP network (`10.0.0.0/8`, `::1/128`; a bare address is a /32 or /128).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    /// Parses `ADDR` or `ADDR/PREFIX`.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s, None),
-        };
-        let addr: IpAddr = addr
-            .trim()
-            .parse()
-            .map_err(|_| format!("not an IP network {s:?} (use ADDR/PREFIX, e.g. 10.0.0.0/8)"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => match p.trim().parse::<u8>() {
-                Ok(p) if p <= max => p,
-                _ => return Err(format!("bad prefix length in {s:?} (0..={max})")),
-            },
-        };
-        Ok(Self { addr, prefix })
-    }
-
-    /// Does the network contain `ip`? IPv4-mapped IPv6 addresses count as IPv4.
-    #[must_use]
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-            v4 => v4,
-        };
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-impl fmt::Display for Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
 }
 
 /// PEM files to serve HTTPS/WSS directly.
@@ -905,71 +823,6 @@ pub fn parse_database_url(url: &str) -> Result<PathBuf, String> {
     Ok(PathBuf::from(path))
 }
 
-/// Normalises an origin: `scheme://host[:port]`, lowercase, default port dropped. `None` when
-/// it is not an http(s) origin with no path, query or credentials.
-#[must_use]
-pub fn normalise_origin(origin: &str) -> Option<String> {
-    let url = url::Url::parse(origin.trim()).ok()?;
-    if !matches!(url.scheme(), "http" | "https")
-        || url.host_str().is_none()
-        || url.path() != "/"
-        || url.query().is_some()
-        || url.fragment().is_some()
-        || !url.username().is_empty()
-        || url.password().is_some()
-    {
-        return None;
-    }
-    Some(url.origin().ascii_serialization())
-}
-
-fn parse_origins(c: &mut Check, raw: Option<&String>, prod: bool) -> AllowedOrigins {
-    let Some(list) = given(raw) else {
-        if prod {
-            c.warn(
-                "TETHER_ALLOWED_ORIGINS",
-                "not set in production: browsers (any request with an Origin header) are refused",
-            );
-            return AllowedOrigins::List(Vec::new());
-        }
-        return AllowedOrigins::List(vec![
-            "http://localhost:3000".into(),
-            "http://127.0.0.1:3000".into(),
-        ]);
-    };
-    let mut out = Vec::new();
-    let mut any = false;
-    for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-        if item == "*" {
-            if prod {
-                c.error(
-                    "TETHER_ALLOWED_ORIGINS",
-                    "\"*\" is not allowed in production (list exact origins)",
-                );
-            } else {
-                c.warn(
-                    "TETHER_ALLOWED_ORIGINS",
-                    "\"*\" allows every origin (development only)",
-                );
-            }
-            any = true;
-            continue;
-        }
-        match normalise_origin(item) {
-            Some(o) => out.push(o),
-            None => c.error(
-                "TETHER_ALLOWED_ORIGINS",
-                format!("not an origin {item:?} (use scheme://host[:port], e.g. https://app.example.com)"),
-            ),
-        }
-    }
-    if any {
-        AllowedOrigins::Any
-    } else {
-        AllowedOrigins::List(out)
-    }
-}
-
 fn parse_twilio(c: &mut Check, s: &Settings, env: &Env, prod: bool) -> Option<TwilioConfig> {
     let token = match (
         env.get(TWILIO_TOKEN_ENV),
@@ -1041,180 +894,6 @@ fn parse_twilio(c: &mut Check, s: &Settings, env: &Env, prod: bool) -> Option<Tw
     })
 }
 
-fn resolve_secret(
-    c: &mut Check,
-    s: &Settings,
-    env: &Env,
-    prod: bool,
-    db_path: &Path,
-    mode: SecretMode,
-) -> Option<(Secret, SecretSource)> {
-    let from_env = env.get(SECRET_ENV);
-    let file = given(s.jwt_secret_file.as_ref());
-    let (bytes, source, name) = match (from_env, file) {
-        (Some(_), Some(_)) => {
-            c.error(
-                SECRET_ENV,
-                "set either TETHER_JWT_SECRET or TETHER_JWT_SECRET_FILE (--jwt-secret-file), not both",
-            );
-            return None;
-        }
-        (Some(v), None) => (v.as_bytes().to_vec(), SecretSource::Env, SECRET_ENV),
-        (None, Some(path)) => match std::fs::read(path) {
-            Ok(mut bytes) => {
-                while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                    bytes.pop();
-                }
-                (bytes, SecretSource::File(path.into()), SECRET_FILE_ENV)
-            }
-            Err(e) => {
-                c.error(SECRET_FILE_ENV, format!("cannot read {path:?}: {e}"));
-                return None;
-            }
-        },
-        (None, None) if prod => {
-            c.error(
-                SECRET_ENV,
-                "required in production (set TETHER_JWT_SECRET or TETHER_JWT_SECRET_FILE, at least 32 bytes)",
-            );
-            return None;
-        }
-        (None, None) => {
-            if !c.errors.is_empty() {
-                // Do not create files for a configuration that will be refused anyway.
-                return None;
-            }
-            return dev_secret(c, db_path, mode);
-        }
-    };
-    if bytes.is_empty() {
-        c.error(name, "empty secret");
-        return None;
-    }
-    if bytes.len() < MIN_SECRET_BYTES {
-        let msg = format!(
-            "secret too short ({} bytes; at least {MIN_SECRET_BYTES})",
-            bytes.len()
-        );
-        if prod {
-            c.error(name, msg);
-            return None;
-        }
-        c.warn(name, msg);
-    }
-    Some((Secret::new(bytes), source))
-}
-
-fn dev_secret(c: &mut Check, db_path: &Path, mode: SecretMode) -> Option<(Secret, SecretSource)> {
-    let dir = match db_path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let path = dir.join(DEV_SECRET_FILE);
-    let read = |path: &Path| -> std::io::Result<Vec<u8>> {
-        let mut bytes = std::fs::read(path)?;
-        while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
-            bytes.pop();
-        }
-        Ok(bytes)
-    };
-    match read(&path) {
-        Ok(bytes) if bytes.len() >= MIN_SECRET_BYTES => {
-            c.warn(
-                SECRET_ENV,
-                format!(
-                    "not set: using the development secret kept in {} (never in production)",
-                    path.display()
-                ),
-            );
-            return Some((
-                Secret::new(bytes),
-                SecretSource::DevFile {
-                    path,
-                    created: false,
-                },
-            ));
-        }
-        Ok(_) => {
-            c.error(
-                SECRET_FILE_ENV,
-                format!(
-                    "the development secret {} is shorter than {MIN_SECRET_BYTES} bytes; delete it to regenerate",
-                    path.display()
-                ),
-            );
-            return None;
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            c.error(
-                SECRET_FILE_ENV,
-                format!("cannot read the development secret {}: {e}", path.display()),
-            );
-            return None;
-        }
-    }
-    let fresh = generate_secret();
-    if mode == SecretMode::ReadOnly {
-        c.warn(
-            SECRET_ENV,
-            format!(
-                "not set: serve would generate a development secret into {}",
-                path.display()
-            ),
-        );
-        return Some((
-            Secret::new(fresh.into_bytes()),
-            SecretSource::DevPending(path),
-        ));
-    }
-    match write_new_secret(&dir, &path, &fresh) {
-        Ok(true) => {
-            c.warn(
-                SECRET_ENV,
-                format!(
-                    "not set: generated a development secret into {} (never in production)",
-                    path.display()
-                ),
-            );
-            Some((
-                Secret::new(fresh.into_bytes()),
-                SecretSource::DevFile {
-                    path,
-                    created: true,
-                },
-            ))
-        }
-        // Another process (`tether token` next to a starting server) won the race: use its secret.
-        Ok(false) => match read(&path) {
-            Ok(bytes) if bytes.len() >= MIN_SECRET_BYTES => Some((
-                Secret::new(bytes),
-                SecretSource::DevFile {
-                    path,
-                    created: false,
-                },
-            )),
-            _ => {
-                c.error(
-                    SECRET_FILE_ENV,
-                    format!("cannot read the development secret {}", path.display()),
-                );
-                None
-            }
-        },
-        Err(e) => {
-            c.error(
-                SECRET_FILE_ENV,
-                format!(
-                    "cannot create the development secret {}: {e}",
-                    path.display()
-                ),
-            );
-            None
-        }
-    }
-}
-
 /// Levenshtein distance (ASCII names).
 fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<u8> = b.bytes().collect();
@@ -1230,35 +909,12 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// 32 random bytes as 64 hex characters (the key is the text).
-fn generate_secret() -> String {
-    use rand::RngCore as _;
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+mod net;
+mod secret;
 
-/// Creates `path` exclusively with mode 0600; `Ok(false)` when it already exists.
-fn write_new_secret(dir: &Path, path: &Path, secret: &str) -> std::io::Result<bool> {
-    std::fs::create_dir_all(dir)?;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    match options.open(path) {
-        Ok(mut f) => {
-            f.write_all(secret.as_bytes())?;
-            f.write_all(b"\n")?;
-            f.sync_all()?;
-            Ok(true)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(e),
-    }
-}
+use net::parse_origins;
+pub use net::{AllowedOrigins, Cidr, normalise_origin};
+use secret::resolve_secret;
 
 #[cfg(test)]
 mod tests;
