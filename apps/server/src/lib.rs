@@ -12,6 +12,7 @@
 //!   [`outbound`]: a connection's bounded queue; [`drain`]: graceful shutdown;
 //!   [`latency`]: Ping→Pong round trips for `/health`; [`ratelimit`]: token buckets;
 //!   [`app`]: the shared state.
+//! - [`tls`]: direct HTTPS/WSS with rustls; [`security_headers`]: HSTS and friends.
 
 pub mod admission;
 pub mod app;
@@ -25,11 +26,12 @@ pub mod latency;
 pub mod logging;
 pub mod outbound;
 pub mod ratelimit;
+pub mod security_headers;
 pub mod session;
 pub mod store;
+pub mod tls;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,6 +55,8 @@ pub async fn run(
     opened: store::Opened,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // Before anything is served: a bad certificate or key stops the start.
+    let tls_config = config.tls.as_ref().map(tls::load).transpose()?;
     let config = Arc::new(config);
     let store = opened.store;
     let drain = drain::Drain::new(config.drain);
@@ -66,15 +70,11 @@ pub async fn run(
         maintenance_stop.clone(),
     );
     let app = Arc::new(app::App::new(config, store.clone(), hub, drain.clone()));
-    let router = http::router(app.clone());
+    let router = security_headers::apply(http::router(app.clone()), &app.config);
 
     // Stops the listener after the drain (not before: `/health` keeps answering meanwhile).
     let http_stop = CancellationToken::new();
-    let serve = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(http_stop.clone().cancelled_owned());
+    let serve = tls::serve(listener, router, tls_config, http_stop.clone());
     let mut server = tokio::spawn(async move { serve.await });
 
     let served = tokio::select! {

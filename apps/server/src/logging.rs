@@ -32,6 +32,7 @@ use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::field::MakeExt as _;
+use tracing_subscriber::filter::FilterExt as _;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, SubscriberExt as _};
 use tracing_subscriber::registry::LookupSpan;
@@ -90,7 +91,11 @@ pub fn init(
     target: LogTarget,
     otlp_endpoint: Option<&str>,
 ) -> Result<LogGuard, LogInitError> {
-    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = || {
+        EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| EnvFilter::new("info"))
+            .and(tracing_subscriber::filter::filter_fn(no_frame_dumps))
+    };
     let layer: Box<dyn Layer<Registry> + Send + Sync> = match (format, target) {
         (LogFormat::Json, LogTarget::Stdout) => JsonLayer::new(std::io::stdout).boxed(),
         (LogFormat::Json, LogTarget::Stderr) => JsonLayer::new(std::io::stderr).boxed(),
@@ -113,6 +118,13 @@ pub fn init(
         .try_init()
         .map_err(|e| LogInitError(e.to_string()))?;
     Ok(guard)
+}
+
+/// False for the `trace` records of tungstenite, which dump whole WebSocket frames — a `hello`'s
+/// token among them, in hex — so no `RUST_LOG` can bring a secret into the logs (CONTRACT §7).
+#[must_use]
+pub fn no_frame_dumps(meta: &tracing::Metadata<'_>) -> bool {
+    !(*meta.level() == tracing::Level::TRACE && meta.target().starts_with("tungstenite"))
 }
 
 /// The OTLP trace layer and its provider (kept by [`LogGuard`]).
