@@ -1,4 +1,5 @@
-//! JWT: HS256 only, `exp` required (leeway at most 5 s), `nbf` honoured, optional `iss`/`aud`.
+//! JWT: one pinned algorithm (HS256 by default; RS256 or EdDSA with a public key), `exp`
+//! required (leeway at most 5 s), `nbf` honoured, optional `iss`/`aud`.
 //!
 //! API summary:
 //! - [`Authenticator::new`]`(&AuthConfig)`; share it (`Arc` or clone; it is cheap to clone).
@@ -58,11 +59,75 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// The one algorithm tokens must be signed with; a token whose header names any other (`none`,
+/// HS384, HS256 while RS256 is configured — the HS/RS confusion) is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum JwtAlgorithm {
+    /// HMAC-SHA256 with the secret (the default).
+    #[default]
+    Hs256,
+    /// RSA PKCS#1 v1.5 with SHA-256, verified with a public key.
+    Rs256,
+    /// Ed25519, verified with a public key.
+    EdDsa,
+}
+
+impl JwtAlgorithm {
+    /// The header's `alg` value.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hs256 => "HS256",
+            Self::Rs256 => "RS256",
+            Self::EdDsa => "EdDSA",
+        }
+    }
+
+    /// `HS256`, `RS256` or `EdDSA` (case-insensitive, for the setting).
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Hs256, Self::Rs256, Self::EdDsa]
+            .into_iter()
+            .find(|a| a.as_str().eq_ignore_ascii_case(s.trim()))
+    }
+
+    fn jwt(self) -> Algorithm {
+        match self {
+            Self::Hs256 => Algorithm::HS256,
+            Self::Rs256 => Algorithm::RS256,
+            Self::EdDsa => Algorithm::EdDSA,
+        }
+    }
+}
+
+/// The key that verifies tokens for `config`: the secret for HS256, else the PEM public key
+/// (RSA as SubjectPublicKeyInfo or PKCS#1; Ed25519 as SubjectPublicKeyInfo). `Err` says why.
+pub fn verifying_key(config: &AuthConfig) -> Result<DecodingKey, String> {
+    let pem = || {
+        config
+            .public_key
+            .as_deref()
+            .ok_or_else(|| format!("{} needs a public key", config.algorithm.as_str()))
+    };
+    match config.algorithm {
+        JwtAlgorithm::Hs256 => Ok(DecodingKey::from_secret(config.secret.expose())),
+        JwtAlgorithm::Rs256 => {
+            DecodingKey::from_rsa_pem(pem()?).map_err(|e| format!("not a PEM RSA public key: {e}"))
+        }
+        JwtAlgorithm::EdDsa => DecodingKey::from_ed_pem(pem()?)
+            .map_err(|e| format!("not a PEM Ed25519 public key: {e}")),
+    }
+}
+
 /// JWT settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthConfig {
-    /// The HS256 key.
+    /// The HS256 key (verifies tokens with HS256; `tether token` and `/dev/token` sign with it).
     pub secret: Secret,
+    /// The algorithm tokens must use.
+    pub algorithm: JwtAlgorithm,
+    /// PEM public key verifying RS256/EdDSA tokens (required with them).
+    pub public_key: Option<Vec<u8>>,
     /// Required `iss`, when set (and put into issued tokens).
     pub issuer: Option<String>,
     /// Required `aud`, when set (and put into issued tokens).
@@ -77,6 +142,8 @@ impl AuthConfig {
     pub fn with_secret(secret: impl Into<Vec<u8>>) -> Self {
         Self {
             secret: Secret::new(secret.into()),
+            algorithm: JwtAlgorithm::Hs256,
+            public_key: None,
             issuer: None,
             audience: None,
             leeway: MAX_LEEWAY,
@@ -99,8 +166,8 @@ pub enum AuthError {
     /// The signature does not match (forged, or signed with another key).
     #[error("bad token signature")]
     BadSignature,
-    /// The header names an algorithm other than HS256 (including `none`).
-    #[error("token algorithm {0:?} not allowed (HS256 only)")]
+    /// The header names an algorithm other than the configured one (including `none`).
+    #[error("token algorithm {0:?} not allowed")]
     WrongAlgorithm(String),
     /// A required claim is absent.
     #[error("token has no {0} claim")]
@@ -162,11 +229,14 @@ pub fn all_channels() -> ChannelRights {
     }
 }
 
-/// Signs and verifies HS256 tokens with one key.
+/// Signs HS256 tokens, and verifies tokens of the one configured algorithm.
 #[derive(Clone)]
 pub struct Authenticator {
     encoding: EncodingKey,
-    decoding: DecodingKey,
+    // `None` when the configured public key is unusable: every token is then refused (fail
+    // closed; `Config::load` refuses such a key before anything listens).
+    decoding: Option<DecodingKey>,
+    algorithm: JwtAlgorithm,
     validation: Validation,
     issuer: Option<String>,
     audience: Option<String>,
@@ -176,6 +246,7 @@ pub struct Authenticator {
 impl fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Authenticator")
+            .field("algorithm", &self.algorithm)
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("leeway_secs", &self.leeway_secs)
@@ -187,7 +258,7 @@ impl Authenticator {
     /// Builds the keys and the validation rules from the config.
     #[must_use]
     pub fn new(config: &AuthConfig) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
+        let mut validation = Validation::new(config.algorithm.jwt());
         // Time and iss/aud checks are done here, with an explicit `now`, so each failure gets
         // its own reason and tests need no clock. The library checks the signature and alg.
         validation.validate_exp = false;
@@ -197,7 +268,8 @@ impl Authenticator {
         validation.leeway = 0;
         Self {
             encoding: EncodingKey::from_secret(config.secret.expose()),
-            decoding: DecodingKey::from_secret(config.secret.expose()),
+            decoding: verifying_key(config).ok(),
+            algorithm: config.algorithm,
             validation,
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
@@ -212,10 +284,13 @@ impl Authenticator {
 
     /// Verifies `token` as if the time were `now` (seconds since the epoch).
     pub fn verify_at(&self, token: &str, now: i64) -> Result<Claims, AuthError> {
-        check_header(token)?;
+        check_header(token, self.algorithm)?;
+        let Some(decoding) = &self.decoding else {
+            return Err(AuthError::BadSignature);
+        };
         let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
             token,
-            &self.decoding,
+            decoding,
             &self.validation,
         )
         .map_err(map_jwt_error)?;
@@ -300,7 +375,7 @@ pub fn unix_now() -> i64 {
 }
 
 /// Reads the header's `alg` ourselves so `none` and other algorithms get a precise reason.
-fn check_header(token: &str) -> Result<(), AuthError> {
+fn check_header(token: &str, expected: JwtAlgorithm) -> Result<(), AuthError> {
     let mut parts = token.split('.');
     let (Some(header), Some(_), Some(_), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -313,7 +388,7 @@ fn check_header(token: &str) -> Result<(), AuthError> {
     let header: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|_| AuthError::Malformed("header is not JSON".into()))?;
     match header.get("alg").and_then(serde_json::Value::as_str) {
-        Some("HS256") => Ok(()),
+        Some(alg) if alg == expected.as_str() => Ok(()),
         Some(other) => Err(AuthError::WrongAlgorithm(other.chars().take(16).collect())),
         None => Err(AuthError::Malformed("header has no alg".into())),
     }

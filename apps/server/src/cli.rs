@@ -121,6 +121,13 @@ pub struct Settings {
     /// Required `aud` claim, when set.
     #[arg(long, env = "TETHER_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
+    /// The one token algorithm accepted: HS256 (the secret), or RS256 / EdDSA verified with
+    /// --jwt-public-key-file [default: HS256].
+    #[arg(long, env = "TETHER_JWT_ALGORITHM")]
+    pub jwt_algorithm: Option<String>,
+    /// PEM public key that verifies RS256 / EdDSA tokens (required with them).
+    #[arg(long, env = "TETHER_JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<String>,
     /// Comma list of allowed browser origins, exact scheme://host:port
     /// [default in development: http://localhost:3000,http://127.0.0.1:3000; production: none].
     #[arg(long, env = "TETHER_ALLOWED_ORIGINS")]

@@ -20,7 +20,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::auth::{AuthConfig, Secret};
+use crate::auth::{AuthConfig, JwtAlgorithm, Secret};
 use crate::cli::Settings;
 use crate::store::{StoreConfig, Synchronous};
 
@@ -369,6 +369,54 @@ impl Check {
     }
 }
 
+/// `TETHER_JWT_ALGORITHM` and `TETHER_JWT_PUBLIC_KEY_FILE`: the pinned algorithm and, for
+/// RS256/EdDSA, a public key that parses.
+fn jwt_key(c: &mut Check, s: &Settings) -> (JwtAlgorithm, Option<Vec<u8>>) {
+    const ALG: &str = "TETHER_JWT_ALGORITHM";
+    const KEY: &str = "TETHER_JWT_PUBLIC_KEY_FILE";
+    let algorithm = match given(s.jwt_algorithm.as_ref()) {
+        None => JwtAlgorithm::Hs256,
+        Some(a) => JwtAlgorithm::parse(a).unwrap_or_else(|| {
+            c.error(
+                ALG,
+                format!("unknown algorithm {a:?} (use HS256, RS256 or EdDSA)"),
+            );
+            JwtAlgorithm::Hs256
+        }),
+    };
+    let path = given(s.jwt_public_key_file.as_ref());
+    let Some(path) = path.filter(|_| algorithm != JwtAlgorithm::Hs256) else {
+        if path.is_some() {
+            c.error(
+                KEY,
+                "set, but the algorithm is HS256 (set TETHER_JWT_ALGORITHM=RS256 or EdDSA)",
+            );
+        } else if algorithm != JwtAlgorithm::Hs256 {
+            c.error(
+                KEY,
+                format!("required with TETHER_JWT_ALGORITHM={}", algorithm.as_str()),
+            );
+        }
+        return (algorithm, None);
+    };
+    let pem = match std::fs::read(path) {
+        Ok(pem) => pem,
+        Err(e) => {
+            c.error(KEY, format!("cannot read {path:?}: {e}"));
+            return (algorithm, None);
+        }
+    };
+    let probe = AuthConfig {
+        algorithm,
+        public_key: Some(pem),
+        ..AuthConfig::with_secret(Vec::new())
+    };
+    if let Err(e) = crate::auth::verifying_key(&probe) {
+        c.error(KEY, format!("{path:?}: {e}"));
+    }
+    (algorithm, probe.public_key)
+}
+
 fn given(raw: Option<&String>) -> Option<&str> {
     raw.map(|s| s.trim()).filter(|s| !s.is_empty())
 }
@@ -695,6 +743,7 @@ impl Config {
         // The secret last: the development one is only created when everything else is fine.
         let issuer = given(s.jwt_issuer.as_ref()).map(str::to_owned);
         let audience = given(s.jwt_audience.as_ref()).map(str::to_owned);
+        let (algorithm, public_key) = jwt_key(&mut c, s);
         let secret = resolve_secret(&mut c, s, env, prod, &store.path, mode);
 
         if !c.errors.is_empty() {
@@ -715,6 +764,8 @@ impl Config {
             store,
             auth: AuthConfig {
                 secret,
+                algorithm,
+                public_key,
                 issuer,
                 audience,
                 leeway: Duration::from_secs(5),

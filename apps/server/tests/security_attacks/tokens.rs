@@ -488,3 +488,132 @@ async fn the_binary_at_rust_log_trace_never_logs_a_token() {
         }
     }
 }
+
+const RSA_PRIVATE: &str = include_str!("keys/rsa-private.pem");
+const RSA_PUBLIC: &str = include_str!("keys/rsa-public.pem");
+const OTHER_RSA_PRIVATE: &str = include_str!("keys/other-rsa-private.pem");
+const ED_PRIVATE: &str = include_str!("keys/ed25519-private.pem");
+const ED_PUBLIC: &str = include_str!("keys/ed25519-public.pem");
+
+fn asymmetric(alg: Algorithm, private_pem: &str, claims: &Value) -> String {
+    let key = match alg {
+        Algorithm::EdDSA => EncodingKey::from_ed_pem(private_pem.as_bytes()),
+        _ => EncodingKey::from_rsa_pem(private_pem.as_bytes()),
+    }
+    .expect("a test private key");
+    jsonwebtoken::encode(&Header::new(alg), claims, &key).expect("signing works")
+}
+
+/// With a public key configured the algorithm is pinned to it: genuine RS256/EdDSA tokens pass;
+/// the HS/RS confusion (HS256 signed with the public key as the HMAC secret), the server's own
+/// HS256 tokens, `none`, and tokens of another key are refused.
+#[tokio::test]
+async fn public_key_algorithms_are_pinned_against_confusion() {
+    use server::auth::JwtAlgorithm;
+    for (algorithm, alg, private, public) in [
+        (
+            JwtAlgorithm::Rs256,
+            Algorithm::RS256,
+            RSA_PRIVATE,
+            RSA_PUBLIC,
+        ),
+        (JwtAlgorithm::EdDsa, Algorithm::EdDSA, ED_PRIVATE, ED_PUBLIC),
+    ] {
+        let server = TestServer::start_with(|c| {
+            c.auth.algorithm = algorithm;
+            c.auth.public_key = Some(public.as_bytes().to_vec());
+            c.limits.auth_failures.threshold = 1_000;
+        })
+        .await;
+        let genuine = asymmetric(alg, private, &raw_claims("alice"));
+        let mut c = server.connect().await;
+        c.hello(&genuine).await;
+        // HS/RS confusion: the attacker knows the public key and uses it as an HMAC secret.
+        for key in [public.as_bytes(), public.trim().as_bytes()] {
+            let confused = with_header(
+                json!({"alg":"HS256","typ":"JWT"}),
+                &raw_claims("mallory"),
+                key,
+            );
+            refused(&server, &confused, &["wrong_algorithm"]).await;
+        }
+        // The server's own HS256 tokens are not accepted either.
+        refused(&server, &server.token("mallory"), &["wrong_algorithm"]).await;
+        let header = b64(json!({"alg":"none"}).to_string().as_bytes());
+        let body = b64(raw_claims("mallory").to_string().as_bytes());
+        refused(&server, &format!("{header}.{body}."), &["wrong_algorithm"]).await;
+        if alg == Algorithm::RS256 {
+            let other = asymmetric(alg, OTHER_RSA_PRIVATE, &raw_claims("mallory"));
+            refused(&server, &other, &["bad_signature"]).await;
+            // RS384/PS256 with the right key are other algorithms.
+            for alt in [Algorithm::RS384, Algorithm::PS256] {
+                refused(
+                    &server,
+                    &asymmetric(alt, private, &raw_claims("mallory")),
+                    &["wrong_algorithm"],
+                )
+                .await;
+            }
+        }
+        // Expiry rules are the same for every algorithm.
+        let mut late = raw_claims("alice");
+        late["exp"] = json!(unix_now() - 3600);
+        refused(&server, &asymmetric(alg, private, &late), &["expired"]).await;
+    }
+}
+
+/// An unusable algorithm setting stops the start with exit 2, naming the setting.
+#[test]
+fn a_bad_algorithm_or_public_key_setting_stops_the_start() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(
+        &garbage,
+        "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+    )
+    .unwrap();
+    let rsa = dir.path().join("rsa.pem");
+    std::fs::write(&rsa, RSA_PUBLIC).unwrap();
+    let cases: [(&[(&str, &str)], &str); 5] = [
+        (&[("TETHER_JWT_ALGORITHM", "none")], "TETHER_JWT_ALGORITHM"),
+        (
+            &[("TETHER_JWT_ALGORITHM", "RS256")],
+            "TETHER_JWT_PUBLIC_KEY_FILE",
+        ),
+        (
+            &[
+                ("TETHER_JWT_ALGORITHM", "RS256"),
+                ("TETHER_JWT_PUBLIC_KEY_FILE", garbage.to_str().unwrap()),
+            ],
+            "TETHER_JWT_PUBLIC_KEY_FILE",
+        ),
+        (
+            &[
+                ("TETHER_JWT_ALGORITHM", "EdDSA"),
+                ("TETHER_JWT_PUBLIC_KEY_FILE", rsa.to_str().unwrap()),
+            ],
+            "TETHER_JWT_PUBLIC_KEY_FILE",
+        ),
+        (
+            &[("TETHER_JWT_PUBLIC_KEY_FILE", rsa.to_str().unwrap())],
+            "TETHER_JWT_PUBLIC_KEY_FILE",
+        ),
+    ];
+    for (env, setting) in cases {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+            .arg("serve")
+            .env_clear()
+            .env("PORT", "0")
+            .env(
+                "DATABASE_URL",
+                format!("sqlite://{}", dir.path().join("t.db").display()),
+            )
+            .env("TETHER_JWT_SECRET", TEST_SECRET)
+            .envs(env.iter().copied())
+            .output()
+            .expect("the tether binary runs");
+        assert_eq!(output.status.code(), Some(2), "{env:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(setting), "{env:?}: {stderr}");
+    }
+}
