@@ -17,6 +17,7 @@
 
 pub mod deploy;
 mod live;
+pub mod pm2;
 #[cfg(test)]
 mod tests;
 
@@ -58,6 +59,10 @@ pub struct Args {
     /// A token for the live check (else `TETHER_TOKEN`, `tether token`, or `/dev/token`).
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// Also run `deploy/pm2/ecosystem.config.js` under a private PM2 (installed from npm into
+    /// `target/pm2/`) and check that PM2 restarts the server after a kill.
+    #[arg(long)]
+    pub pm2_live: bool,
 }
 
 /// A check's verdict.
@@ -284,6 +289,17 @@ async fn pre_deployment(args: &Args, settings: &Settings, report: &mut Report) {
         .and_then(|exe| deploy::server_drain_default(exe))
         .unwrap_or(deploy::CONTRACT_DRAIN_MS);
     deploy::check_deploy(&project_root(), drain_ms, report);
+    if args.pm2_live {
+        let ecosystem = project_root().join("deploy/pm2/ecosystem.config.js");
+        let result = match &tether {
+            Ok(exe) => pm2::pm2_live(exe, &ecosystem).await,
+            Err(err) => Err(anyhow::anyhow!("no tether binary: {err:#}")),
+        };
+        match result {
+            Ok(detail) => report.add(Status::Pass, "deploy.pm2.live", detail),
+            Err(err) => report.add(Status::Fail, "deploy.pm2.live", format!("{err:#}")),
+        }
+    }
 
     // The recovery test needs a server; use the local one if it runs.
     let local = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, settings.port()));

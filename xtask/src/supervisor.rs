@@ -18,6 +18,9 @@
 //! - `procfs`: memory, CPU, command lines and port holders from `/proc`.
 //! - `pidfile`: the pid files of `target/dev/`, and stopping what a previous run left.
 
+mod eventlog;
+mod net;
+mod output;
 pub mod pidfile;
 pub mod procfs;
 pub mod tunnel;
@@ -25,142 +28,26 @@ pub mod tunnel;
 #[cfg(test)]
 mod tests;
 
-use std::collections::VecDeque;
 use std::ffi::OsString;
-use std::fs::File;
 use std::future::Future;
-use std::io::Write as _;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use protocol::{LogEntry, LogLevel, Timestamp};
+use protocol::LogLevel;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use self::eventlog::{EventLog, now};
+pub use self::net::{http_get, http_probe};
+use self::output::{Output, pump};
 use self::procfs::CpuSampler;
-
-/// How many of a child's output lines are kept in memory, for "the server's last log lines".
-const TAIL_LINES: usize = 200;
-
-// ---------------------------------------------------------------------------------------------
-// The event log
-
-/// Where supervision events go, as CONTRACT §7 JSON lines: stdout (the developer's terminal),
-/// optionally a file, and every [`EventLog::subscribe`]r (tests wait on these).
-#[derive(Clone)]
-pub struct EventLog {
-    inner: Arc<EventLogInner>,
-}
-
-struct EventLogInner {
-    stdout: bool,
-    /// Appended to, one line per event; a mutex because events come from several tasks.
-    file: Mutex<Option<File>>,
-    /// Fan-out to subscribers; lagging subscribers lose old events rather than slow us down.
-    tx: broadcast::Sender<LogEntry>,
-}
-
-impl EventLog {
-    /// A log printing to stdout when `stdout`, and appending to `file` when given.
-    pub fn new(stdout: bool, file: Option<&Path>) -> Result<Self> {
-        let file = match file {
-            Some(path) => {
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir)
-                        .with_context(|| format!("creating {}", dir.display()))?;
-                }
-                Some(
-                    File::options()
-                        .create(true)
-                        .append(true)
-                        .open(path)
-                        .with_context(|| format!("opening {}", path.display()))?,
-                )
-            }
-            None => None,
-        };
-        let (tx, _) = broadcast::channel(1024);
-        Ok(EventLog {
-            inner: Arc::new(EventLogInner {
-                stdout,
-                file: Mutex::new(file),
-                tx,
-            }),
-        })
-    }
-
-    /// A log that only feeds subscribers (for tests).
-    pub fn silent() -> Self {
-        let (tx, _) = broadcast::channel(1024);
-        EventLog {
-            inner: Arc::new(EventLogInner {
-                stdout: false,
-                file: Mutex::new(None),
-                tx,
-            }),
-        }
-    }
-
-    /// Every event emitted from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<LogEntry> {
-        self.inner.tx.subscribe()
-    }
-
-    /// Writes one event. `data` should be a JSON object; anything else lands in
-    /// `data.message`.
-    pub fn emit(&self, level: LogLevel, component: &str, event: &str, data: Value) {
-        let data = match data {
-            Value::Object(map) => map,
-            Value::Null => serde_json::Map::new(),
-            other => {
-                let mut map = serde_json::Map::new();
-                map.insert("message".to_owned(), other);
-                map
-            }
-        };
-        let entry = LogEntry {
-            timestamp: now(),
-            level,
-            component: component.to_owned(),
-            event: event.to_owned(),
-            data,
-            connection_id: None,
-        };
-        if let Ok(line) = serde_json::to_string(&entry) {
-            if self.inner.stdout {
-                println!("{line}");
-            }
-            let mut file = self
-                .inner
-                .file
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some(file) = file.as_mut() {
-                // A full disk must not take the supervisor down; the line is also on stdout.
-                let _ = writeln!(file, "{line}");
-            }
-        }
-        // No subscriber is fine: the send only fails when nobody listens.
-        let _ = self.inner.tx.send(entry);
-    }
-}
-
-/// The wall clock as a CONTRACT timestamp.
-pub fn now() -> Timestamp {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-    Timestamp::from_unix_millis(ms)
-}
 
 // ---------------------------------------------------------------------------------------------
 // What to run, and how
@@ -802,127 +689,6 @@ async fn send_signal(target: &str, signal: &str) {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-// ---------------------------------------------------------------------------------------------
-// The child's output
-
-/// A child's output: appended to a file, the last lines kept, optionally echoed.
-struct Output {
-    file: Mutex<Option<File>>,
-    tail: Mutex<VecDeque<String>>,
-    echo: AtomicBool,
-}
-
-impl Output {
-    fn new(path: Option<&Path>) -> Self {
-        let file = path.and_then(|path| {
-            if let Some(dir) = path.parent() {
-                let _ = std::fs::create_dir_all(dir); // The open below reports the failure.
-            }
-            File::options().create(true).append(true).open(path).ok()
-        });
-        Output {
-            file: Mutex::new(file),
-            tail: Mutex::new(VecDeque::with_capacity(TAIL_LINES)),
-            echo: AtomicBool::new(false),
-        }
-    }
-
-    fn push(&self, line: String) {
-        if self.echo.load(Ordering::Relaxed) {
-            println!("{line}");
-        }
-        if let Some(file) = self
-            .file
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .as_mut()
-        {
-            let _ = writeln!(file, "{line}"); // A full disk must not stop the pump.
-        }
-        let mut tail = self
-            .tail
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if tail.len() == TAIL_LINES {
-            tail.pop_front();
-        }
-        tail.push_back(line);
-    }
-
-    fn last_lines(&self, n: usize) -> Vec<String> {
-        let tail = self
-            .tail
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        tail.iter()
-            .skip(tail.len().saturating_sub(n))
-            .cloned()
-            .collect()
-    }
-}
-
-/// Copies lines from a child's pipe into its [`Output`] until the pipe closes.
-async fn pump(pipe: impl AsyncRead + Unpin, output: Arc<Output>) {
-    let mut lines = BufReader::new(pipe).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        output.push(line);
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// A minimal HTTP client for probes
-
-/// `GET http://{addr}{path}` over a fresh HTTP/1.1 connection; the status and body.
-pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
-    use http_body_util::{BodyExt as _, Empty};
-    use hyper::body::Bytes;
-    use hyper_util::rt::TokioIo;
-
-    let stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .with_context(|| format!("connecting to {addr}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .context("HTTP handshake")?;
-    tokio::spawn(async move {
-        // Ends when the response is read and the connection closes.
-        let _ = conn.await;
-    });
-    let req = hyper::Request::get(path)
-        .header(hyper::header::HOST, addr.to_string())
-        .body(Empty::<Bytes>::new())
-        .context("building the request")?;
-    let resp = sender
-        .send_request(req)
-        .await
-        .with_context(|| format!("GET http://{addr}{path}"))?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .context("reading the body")?
-        .to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
-}
-
-/// A probe that passes when `GET http://{addr}{path}` answers `200`.
-pub fn http_probe(
-    addr: SocketAddr,
-    path: &'static str,
-) -> Arc<dyn Fn() -> ProbeFuture + Send + Sync> {
-    Arc::new(move || {
-        Box::pin(async move {
-            let (status, body) = http_get(addr, path).await?;
-            if status == 200 {
-                Ok(None)
-            } else {
-                bail!("GET {path} answered {status}: {}", body.trim())
-            }
-        })
-    })
 }
 
 /// Finds `name` in the `PATH`-style list `path` (an absolute or relative path is returned as

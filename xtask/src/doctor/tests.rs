@@ -371,3 +371,15 @@ fn the_drain_default_is_read_from_the_servers_help() {
     assert_eq!(deploy::parse_help_default(&compact, "--log-format"), None);
     assert_eq!(deploy::parse_help_default(&compact, "--nope"), None);
 }
+
+#[tokio::test]
+async fn the_pm2_file_runs_the_real_server_and_pm2_restarts_it_after_a_kill() {
+    // The real binary (a no-op build when `cargo xtask test` has built the workspace), PM2 from
+    // npm into target/pm2; without npm this fails with a message saying so.
+    let tether = build_quietly().await.expect("building tether");
+    let ecosystem = project_root().join("deploy/pm2/ecosystem.config.js");
+    let detail = pm2::pm2_live(&tether, &ecosystem)
+        .await
+        .unwrap_or_else(|err| panic!("{err:#}"));
+    assert!(detail.contains("restarted it"), "{detail}");
+}

@@ -32,7 +32,7 @@ pub fn write(path: &Path, component: &str, pid: u32) -> Result<()> {
     let record = Record {
         component: component.to_owned(),
         pid,
-        cmdline: procfs::cmdline(pid).unwrap_or_default(),
+        cmdline: settled_cmdline(pid),
         started: super::now(),
     };
     if let Some(dir) = path.parent() {
@@ -40,6 +40,27 @@ pub fn write(path: &Path, component: &str, pid: u32) -> Result<()> {
     }
     let json = serde_json::to_string_pretty(&record).context("encoding the pid record")?;
     std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))
+}
+
+/// The command line of a just-started `pid`. Right after a spawn, `/proc/<pid>/cmdline` can
+/// still be empty or show the forked copy of *our* command line until the child's `exec` has
+/// completed; recording that would make a later cleanup leave the process alone. Polls briefly
+/// until it differs from ours.
+fn settled_cmdline(pid: u32) -> Vec<String> {
+    let ours = procfs::cmdline(std::process::id());
+    let mut last = Vec::new();
+    for _ in 0..200 {
+        match procfs::cmdline(pid) {
+            Some(args) if Some(&args) != ours.as_ref() || pid == std::process::id() => {
+                return args;
+            }
+            Some(args) => last = args,
+            None if !procfs::is_alive(pid) => break,
+            None => {}
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    last
 }
 
 /// Removes `path` if it still records `pid` (a newer run may have replaced it).

@@ -242,10 +242,7 @@ async fn output_is_kept_and_written_to_the_log_file_and_the_pid_file_is_managed(
     let dir = tempfile::tempdir().expect("tempdir");
     let log = EventLog::silent();
     let mut rx = log.subscribe();
-    let mut spec = sh(
-        "server",
-        "echo one; echo two >&2; echo three; exec sleep 60",
-    );
+    let mut spec = sh("server", "echo one; echo two >&2; echo three; sleep 60");
     spec.output_file = Some(dir.path().join("server.log"));
     spec.pid_file = Some(dir.path().join("server.pid"));
     let sup = supervise(spec, fast_policy(), None, log);
@@ -274,6 +271,17 @@ async fn output_is_kept_and_written_to_the_log_file_and_the_pid_file_is_managed(
     assert!(!dir.path().join("server.pid").exists());
 }
 
+/// Waits until `pid` shows `command` (a spawn can return before the child's exec completes).
+async fn exec_done(pid: u32, command: &str) {
+    tokio::time::timeout(WAIT, async {
+        while procfs::cmdline(pid).map(|c| c.join(" ")).as_deref() != Some(command) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("pid {pid} never showed `{command}`"));
+}
+
 #[tokio::test]
 async fn cleanup_stops_only_recorded_processes_whose_command_line_still_matches() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -284,6 +292,7 @@ async fn cleanup_stops_only_recorded_processes_whose_command_line_still_matches(
         .spawn()
         .expect("spawn sleep");
     let leftover_pid = leftover.id().expect("pid");
+    exec_done(leftover_pid, "sleep 61").await;
     pidfile::write(&dir.path().join("server.pid"), "server", leftover_pid).expect("write");
     // Another process whose pid file records a different command line: a reused pid.
     let mut other = tokio::process::Command::new("sleep")
@@ -292,6 +301,7 @@ async fn cleanup_stops_only_recorded_processes_whose_command_line_still_matches(
         .spawn()
         .expect("spawn sleep");
     let other_pid = other.id().expect("pid");
+    exec_done(other_pid, "sleep 62").await;
     let forged = pidfile::Record {
         component: "ngrok".to_owned(),
         pid: other_pid,
