@@ -17,6 +17,9 @@
 //! (`SO_LINGER` 0), like a crashed middlebox. Counters in [`Stats`] let tests wait for what
 //! happened instead of sleeping.
 
+// A small library shared with crates/client's tests: not every knob is used by the drill.
+#![allow(dead_code)]
+
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;

@@ -56,7 +56,7 @@ pub fn run(args: Args) -> Result<()> {
         // ---- hook: chaos smoke (owned by h-client) -----------------------------------------
         // A short connection-recovery drill against a real server plugs in here, once
         // `xtask/src/chaos.rs` exists, as one line:
-        //     Step::new("chaos", "chaos smoke: kill and restart the server", crate::chaos::test_step),
+        Step::new("chaos", "chaos smoke: kill and restart the server", crate::chaos::test_step),
         // -------------------------------------------------------------------------------------
     ];
 

@@ -100,6 +100,8 @@ impl Server {
             // a reconnect wave after a restart is not refused as a flood.
             ("TETHER_UPGRADE_BURST", "100000".to_owned()),
             ("TETHER_UPGRADE_PER_SEC", "100000".to_owned()),
+            // Keep the whole drill's history, so every acknowledged message can be checked.
+            ("TETHER_RETENTION_MESSAGES", "10000000".to_owned()),
         ];
         Ok(Self {
             bin: bin.to_owned(),
