@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use protocol::ErrorCode;
 
+use crate::abuse::{AbuseLimits, AbuseMonitor, Offence, Verdict};
 use crate::config::{Cidr, Config};
 use crate::drain::Drain;
 use crate::http::error_response;
@@ -80,6 +81,8 @@ pub struct Admission {
     open: AtomicUsize,
     // A std mutex: held for a map lookup, never across an await.
     state: Mutex<State>,
+    /// Unusual-pattern counts per IP and `sub` (issue 7 §5); `/health` shows them.
+    pub abuse: AbuseMonitor,
 }
 
 #[derive(Debug, Default)]
@@ -149,7 +152,15 @@ impl Admission {
     /// Fresh state.
     #[must_use]
     pub fn new(config: Arc<Config>, drain: Drain) -> Self {
+        let limits = &config.limits;
+        let abuse = AbuseMonitor::new(AbuseLimits {
+            window: limits.auth_failures.window,
+            auth_failures: limits.auth_failures.threshold,
+            rate_limited: limits.abuse_rate_limited,
+            protocol_errors: limits.abuse_protocol_errors,
+        });
         Self {
+            abuse,
             config,
             drain,
             open: AtomicUsize::new(0),
@@ -209,6 +220,7 @@ impl Admission {
                     limit = "upgrade",
                     retry_after_ms = crate::ratelimit::retry_after_ms(wait),
                 );
+                self.offence(ip, None, Offence::RateLimited, now);
                 return Err(Refusal::TooMany(wait));
             }
         }
@@ -288,6 +300,7 @@ impl Admission {
                 limit = "http",
                 retry_after_ms = crate::ratelimit::retry_after_ms(wait),
             );
+            self.offence(ip, None, Offence::RateLimited, now);
             return Err(Refusal::TooMany(wait));
         }
         Ok(ip)
@@ -296,6 +309,30 @@ impl Admission {
     /// Counts an authentication failure from `ip`; at the threshold within the window the IP
     /// gets a cool-down and `suspicious_activity` is logged.
     pub fn auth_failed(&self, ip: IpAddr, now: Instant) {
+        self.abuse.record(ip, None, Offence::AuthFailure, now);
+        self.count_auth_failure(ip, now);
+    }
+
+    /// [`Self::auth_failed`] on a connection whose `sub` is known (a failed refresh).
+    pub fn auth_failed_for(&self, ip: IpAddr, sub: &str, now: Instant) {
+        self.abuse.record(ip, Some(sub), Offence::AuthFailure, now);
+        self.count_auth_failure(ip, now);
+    }
+
+    /// Counts a rate-limit hit or a protocol error ([`AbuseMonitor::record`]); past its
+    /// threshold the IP gets the same cool-down as after repeated authentication failures.
+    pub fn offence(&self, ip: IpAddr, sub: Option<&str>, offence: Offence, now: Instant) {
+        if self.abuse.record(ip, sub, offence, now) == Verdict::CoolDown {
+            let until = now + self.config.limits.auth_failures.cooldown;
+            let mut state = self.lock();
+            let entry = state.failures.entry(ip).or_default();
+            if entry.cooldown_until.is_none_or(|u| u < until) {
+                entry.cooldown_until = Some(until);
+            }
+        }
+    }
+
+    fn count_auth_failure(&self, ip: IpAddr, now: Instant) {
         let limit = self.config.limits.auth_failures;
         let mut state = self.lock();
         if state.failures.len() >= PRUNE_AT {

@@ -183,6 +183,14 @@ pub struct Settings {
     /// Cool-down after the threshold is reached, ms [default: 60000].
     #[arg(long, env = "TETHER_AUTH_FAILURE_COOLDOWN_MS")]
     pub auth_failure_cooldown_ms: Option<String>,
+    /// Rate-limit refusals of one IP within that window that trigger the same cool-down; 0: off
+    /// [default: 600].
+    #[arg(long, env = "TETHER_ABUSE_RATE_LIMITED")]
+    pub abuse_rate_limited: Option<String>,
+    /// Protocol errors (bad, binary, non-UTF-8, oversized frames) of one IP within that window
+    /// that trigger the same cool-down; 0: off [default: 200].
+    #[arg(long, env = "TETHER_ABUSE_PROTOCOL_ERRORS")]
+    pub abuse_protocol_errors: Option<String>,
     /// Per-connection publish token bucket: burst [default: 1000].
     #[arg(long, env = "TETHER_PUBLISH_BURST")]
     pub publish_burst: Option<String>,

@@ -150,6 +150,10 @@ pub struct Limits {
     pub auth_failures: AuthFailureLimit,
     /// Outbound frames queued per connection before the slow-consumer cut-off (1024).
     pub outbound_queue: usize,
+    /// Rate-limit refusals per IP within the auth-failure window before the cool-down (600; 0: off).
+    pub abuse_rate_limited: u32,
+    /// Protocol errors per IP within the auth-failure window before the cool-down (200; 0: off).
+    pub abuse_protocol_errors: u32,
 }
 
 impl Default for Limits {
@@ -173,6 +177,8 @@ impl Default for Limits {
                 cooldown: Duration::from_secs(60),
             },
             outbound_queue: 1_024,
+            abuse_rate_limited: 600,
+            abuse_protocol_errors: 200,
         }
     }
 }
@@ -640,6 +646,18 @@ impl Config {
                 s.outbound_queue.as_ref(),
                 d.outbound_queue,
                 1,
+            ),
+            abuse_rate_limited: c.num(
+                "TETHER_ABUSE_RATE_LIMITED",
+                s.abuse_rate_limited.as_ref(),
+                d.abuse_rate_limited,
+                0,
+            ),
+            abuse_protocol_errors: c.num(
+                "TETHER_ABUSE_PROTOCOL_ERRORS",
+                s.abuse_protocol_errors.as_ref(),
+                d.abuse_protocol_errors,
+                0,
             ),
         };
 

@@ -123,12 +123,21 @@ async fn health(State(app): State<Arc<App>>) -> Response {
         store: store_probe(&app).await,
         extra: Default::default(),
     };
+    let abuse = app.admission.abuse.snapshot(Instant::now());
+    let mut inputs = inputs;
+    inputs
+        .extra
+        .insert("abuse".to_owned(), crate::abuse::health_check(&abuse));
     let thresholds = Thresholds {
         latency: app.config.latency_threshold,
         ..Thresholds::default()
     };
     let report = health::evaluate(inputs, &thresholds);
-    (status_code(report.http_status()), Json(report)).into_response()
+    let status = status_code(report.http_status());
+    // The abuse counts as numbers too, beside the contract's fields (extra fields are allowed).
+    let mut body = serde_json::to_value(&report).unwrap_or_default();
+    body["abuse"] = json!(abuse);
+    (status, Json(body)).into_response()
 }
 
 #[derive(serde::Deserialize)]

@@ -12,8 +12,10 @@
 //!   [`outbound`]: a connection's bounded queue; [`drain`]: graceful shutdown;
 //!   [`latency`]: Ping→Pong round trips for `/health`; [`ratelimit`]: token buckets;
 //!   [`app`]: the shared state.
-//! - [`tls`]: direct HTTPS/WSS with rustls; [`security_headers`]: HSTS and friends.
+//! - [`tls`]: direct HTTPS/WSS with rustls; [`security_headers`]: HSTS and friends;
+//!   [`abuse`]: unusual patterns per IP and `sub`.
 
+pub mod abuse;
 pub mod admission;
 pub mod app;
 pub mod auth;

@@ -25,6 +25,7 @@ use protocol::{
     TokenExpiring, Unsubscribed, Welcome, decode_client, encode,
 };
 
+use crate::abuse::Offence;
 use crate::admission::{ConnectionPermit, SubPermit};
 use crate::app::App;
 use crate::auth::{AuthError, fingerprint};
@@ -233,6 +234,10 @@ async fn handshake(
             Ok(None) => return Err(conn.ended(1006, "closed before hello")),
             Ok(Some(Err(e))) => {
                 let err = classify(e);
+                if !matches!(err, ReadError::Broken) {
+                    app.admission
+                        .offence(ip, None, Offence::ProtocolError, Instant::now());
+                }
                 return Err(conn.read_failed(err).await);
             }
             Ok(Some(Ok(msg))) => msg,
@@ -249,6 +254,8 @@ async fn handshake(
         let hello = match text.as_deref().map(decode_client) {
             Some(Ok(ClientMessage::Hello(hello))) => hello,
             _ => {
+                app.admission
+                    .offence(ip, None, Offence::ProtocolError, Instant::now());
                 return Err(conn
                     .fail(
                         ErrorCode::AuthFailure,
@@ -261,6 +268,12 @@ async fn handshake(
         return match app.auth.verify(hello.token.expose()) {
             Ok(claims) => {
                 let Some(sub_permit) = app.admission.admit_sub(&claims.sub) else {
+                    app.admission.offence(
+                        ip,
+                        Some(&claims.sub),
+                        Offence::RateLimited,
+                        Instant::now(),
+                    );
                     tracing::warn!(
                         component = "websocket",
                         event = "rate_limited",
@@ -604,6 +617,9 @@ impl Session {
             None => return Some(self.conn.ended(1006, "connection lost")),
             Some(Err(e)) => {
                 let err = classify(e);
+                if !matches!(err, ReadError::Broken) {
+                    self.offence(Offence::ProtocolError);
+                }
                 return Some(self.conn.read_failed(err).await);
             }
             Some(Ok(msg)) => msg,
@@ -612,6 +628,7 @@ impl Session {
         match msg {
             Message::Text(text) => self.on_text(&text).await,
             Message::Binary(_) => {
+                self.offence(Offence::ProtocolError);
                 self.write(&ServerMessage::error(
                     ErrorCode::BadRequest,
                     "binary frames are not supported; send JSON text frames",
@@ -657,6 +674,7 @@ impl Session {
         let msg = match decode_client(text) {
             Ok(msg) => msg,
             Err(err) => {
+                self.offence(Offence::ProtocolError);
                 return self
                     .write(&ServerMessage::error(
                         ErrorCode::BadRequest,
@@ -892,9 +910,17 @@ impl Session {
         }
     }
 
+    /// Counts an offence of this connection's client ([`crate::abuse`]).
+    fn offence(&self, offence: Offence) {
+        self.app
+            .admission
+            .offence(self.ip, Some(&self.claims.sub), offence, Instant::now());
+    }
+
     async fn publish(&mut self, publish: Publish) -> Option<Ended> {
         let now = Instant::now();
         if let Err(wait) = self.publish_bucket.try_take(now) {
+            self.offence(Offence::RateLimited);
             let retry = retry_after_ms(wait);
             if !self.limited {
                 self.limited = true;
@@ -974,6 +1000,9 @@ impl Session {
             Ok(_) => {
                 let err = AuthError::Malformed("token is for another sub".into());
                 log_auth_failure(&self.conn.connection_id, self.ip, token, &err, "refresh");
+                self.app
+                    .admission
+                    .auth_failed_for(self.ip, &self.claims.sub, Instant::now());
                 return self
                     .write(&ServerMessage::error(
                         ErrorCode::AuthFailure,
@@ -983,6 +1012,9 @@ impl Session {
             }
             Err(err) => {
                 log_auth_failure(&self.conn.connection_id, self.ip, token, &err, "refresh");
+                self.app
+                    .admission
+                    .auth_failed_for(self.ip, &self.claims.sub, Instant::now());
                 return self
                     .write(&ServerMessage::error(
                         ErrorCode::AuthFailure,

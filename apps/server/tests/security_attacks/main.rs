@@ -6,6 +6,7 @@
 
 mod harness;
 
+mod abuse;
 mod campaign;
 mod dev_token;
 mod limits;
