@@ -2,9 +2,10 @@
 //! mapped line by line; logs and the tunnel are judged as documented.
 
 use std::io::{Read as _, Write as _};
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 
 use super::*;
+use crate::util::project_root;
 
 fn lines(report: &Report) -> Vec<String> {
     report
