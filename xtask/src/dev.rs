@@ -122,6 +122,11 @@ impl Started {
 
 async fn dev(args: Args) -> Result<()> {
     let started_at = Instant::now();
+    // Asking for a tunnel without ngrok is known before the first build; say so at once rather
+    // than after minutes of compiling (step 4 checks again, in the contract's order).
+    if args.tunnel.is_some() {
+        ngrok_program(std::env::var_os("PATH").as_deref())?;
+    }
     let dir = dev_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let log = EventLog::new(false, Some(&dir.join("xtask.log")))?;
@@ -387,6 +392,14 @@ async fn boot(
     Ok(())
 }
 
+/// The `ngrok` program on `path`, or the install hint.
+fn ngrok_program(path: Option<&std::ffi::OsStr>) -> Result<PathBuf> {
+    match find_program("ngrok", path) {
+        Some(program) => Ok(program),
+        None => bail!("{}", tunnel::INSTALL_HINT),
+    }
+}
+
 /// The server's command line and environment for development.
 fn server_spec(exe: &Path, dir: &Path, public_url: Option<&str>) -> Spec {
     let mut spec = Spec::new("server", exe, ["serve"]);
@@ -641,6 +654,15 @@ mod tests {
         );
         drop(listener);
         assert_eq!(check_port(port), Ok(()));
+    }
+
+    #[test]
+    fn a_tunnel_without_ngrok_says_how_to_install_it_or_run_without() {
+        let empty = tempfile::tempdir().expect("tempdir");
+        let err = ngrok_program(Some(empty.path().as_os_str())).expect_err("no ngrok there");
+        let text = err.to_string();
+        assert!(text.contains("ngrok was not found on PATH"), "{text}");
+        assert!(text.contains("without `--tunnel`"), "{text}");
     }
 
     #[test]
