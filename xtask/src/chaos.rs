@@ -22,6 +22,7 @@ mod server;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -148,13 +149,13 @@ async fn drill(args: Args) -> Result<()> {
     );
 
     // The proxies: clients 0, 1, 2 (mod 5) go through latency, black-hole and reset proxies.
-    let latency = FaultProxy::start(server.addr()).await?;
+    let latency = Arc::new(FaultProxy::start(server.addr()).await?);
     let base_latency = Mode::Latency {
         up: Duration::from_millis(20),
         down: Duration::from_millis(60),
     };
     latency.set_mode(base_latency);
-    let blackhole = FaultProxy::start(server.addr()).await?;
+    let blackhole = Arc::new(FaultProxy::start(server.addr()).await?);
     let resets = FaultProxy::start(server.addr()).await?;
     let direct = format!("ws://{}/ws", server.addr());
     let via = |p: &FaultProxy| format!("ws://{}/ws", p.addr());
@@ -166,11 +167,11 @@ async fn drill(args: Args) -> Result<()> {
     let stop = CancelFlag::default();
     let mut members = Vec::with_capacity(args.clients);
     for index in 0..args.clients {
-        let url = match index % 5 {
-            0 => via(&latency),
-            1 => via(&blackhole),
-            2 => via(&resets),
-            _ => direct.clone(),
+        let (url, route) = match index % 5 {
+            0 => (via(&latency), "latency proxy"),
+            1 => (via(&blackhole), "black-hole proxy"),
+            2 => (via(&resets), "reset proxy"),
+            _ => (direct.clone(), "direct"),
         };
         let n = channels.len();
         let plan = Plan {
@@ -188,6 +189,7 @@ async fn drill(args: Args) -> Result<()> {
             },
             rate: args.rate,
             seed: rng.next(),
+            route,
         };
         members.push(Member::start(plan, ledger.clone(), stop.clone()).await?);
     }
@@ -256,8 +258,11 @@ async fn drill(args: Args) -> Result<()> {
             Fault::BlackHole => {
                 // Longer than 2.5 heartbeats: the clients behind it must notice by themselves.
                 blackhole.set_mode(Mode::BlackHole);
-                tokio::time::sleep(Duration::from_millis(HEARTBEAT_MS * 4)).await;
-                blackhole.set_mode(Mode::Pass);
+                let proxy = Arc::clone(&blackhole);
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(HEARTBEAT_MS * 4)).await;
+                    proxy.set_mode(Mode::Pass);
+                });
                 *counts.entry("black holes").or_default() += 1;
                 println!(
                     "chaos: {:>5.1}s black hole for {} ms",
@@ -278,8 +283,11 @@ async fn drill(args: Args) -> Result<()> {
                     up: Duration::from_millis(150),
                     down: Duration::from_millis(250),
                 });
-                tokio::time::sleep(Duration::from_secs(3)).await;
-                latency.set_mode(base_latency);
+                let proxy = Arc::clone(&latency);
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    proxy.set_mode(base_latency);
+                });
                 *counts.entry("latency spikes").or_default() += 1;
                 println!(
                     "chaos: {:>5.1}s latency spike (+400 ms round trip) for 3 s",
@@ -430,7 +438,7 @@ struct Verdict {
     resent: u64,
     resets: u64,
     failed: u64,
-    outages: Vec<Duration>,
+    outages: Vec<(&'static str, Duration)>,
     problems: Vec<String>,
 }
 
@@ -558,15 +566,19 @@ impl Verdict {
         counts: &BTreeMap<&'static str, u32>,
         restarts: &[Duration],
     ) -> String {
-        let mut outages = self.outages.clone();
+        let mut outages: Vec<Duration> = self.outages.iter().map(|(_, d)| *d).collect();
         outages.sort();
-        let pct = |p: f64| -> String {
+        let pct = |outages: &[Duration], p: f64| -> String {
             if outages.is_empty() {
                 return "–".to_owned();
             }
             let rank = ((p * outages.len() as f64).ceil() as usize).clamp(1, outages.len());
             format!("{:.2} s", outages[rank - 1].as_secs_f64())
         };
+        let mut routes: BTreeMap<&str, Vec<Duration>> = BTreeMap::new();
+        for (route, d) in &self.outages {
+            routes.entry(route).or_default().push(*d);
+        }
         let mut t = String::new();
         let _ = writeln!(
             t,
@@ -585,8 +597,8 @@ impl Verdict {
             self.delivered,
             self.lost,
             self.duplicated,
-            pct(0.5),
-            pct(0.99)
+            pct(&outages, 0.5),
+            pct(&outages, 0.99)
         );
         let _ = writeln!(t);
         let faults: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
@@ -602,6 +614,19 @@ impl Verdict {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+        let by_route: Vec<String> = routes
+            .iter_mut()
+            .map(|(route, d)| {
+                d.sort();
+                format!(
+                    "{route} {} outages, p50 {} / p99 {}",
+                    d.len(),
+                    pct(d, 0.5),
+                    pct(d, 0.99)
+                )
+            })
+            .collect();
+        let _ = writeln!(t, "- reconnect time by route: {}", by_route.join("; "));
         let _ = writeln!(
             t,
             "- resends deduplicated by the server (ack `duplicate: true`): {}; unfinished publishes: {}; `recovered: false`: {}; clients that reached FAILED: {}",

@@ -472,3 +472,85 @@ async fn resubscribes_after_a_reconnect_without_repeats_or_gaps() {
     publisher.close().await;
     reader.close().await;
 }
+
+#[tokio::test]
+async fn a_slow_reader_is_resumed_from_the_last_offset_it_got() {
+    let server = TestServer::start(|_| {}).await;
+    let mut config = fast_config(&server.url(), 16);
+    // Tiny buffer: most messages arrive while it is full and are left to a replay.
+    config.subscription_buffer = 4;
+    let client = connect(config, server.token("slow-reader"));
+    let mut room = client.subscribe_since("room:slow", Some(0)).await.unwrap();
+    connected(&client).await;
+    for n in 0..40 {
+        client.publish("room:slow", json!(n)).await.unwrap();
+    }
+    for offset in 1..=40 {
+        let m = tokio::time::timeout(WAIT, room.next_message())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.offset, offset);
+    }
+    client.close().await;
+}
+
+#[tokio::test]
+async fn token_expiring_is_answered_with_a_refresh() {
+    let server = TestServer::start(|c| c.token_expiry_notice = Duration::from_secs(3600)).await;
+    let short = server.token_for("hana", Duration::from_secs(120));
+    let fresh = server.token("hana");
+    let first = Arc::new(AtomicU32::new(0));
+    let provider = {
+        let first = Arc::clone(&first);
+        move || {
+            let token = if first.fetch_add(1, Ordering::SeqCst) == 0 {
+                short.clone()
+            } else {
+                fresh.clone()
+            };
+            async move { Ok::<_, TokenError>(token) }
+        }
+    };
+    let client = connect(
+        fast_config(&server.url(), 17),
+        Credentials::provider(provider),
+    );
+    let mut events = client.events();
+    wait_event(&mut events, "refreshed", |e| {
+        matches!(e, ClientEvent::TokenRefreshed).then_some(())
+    })
+    .await;
+    // Refreshed in place: still the first connection.
+    assert_eq!(client.status().reconnects, 0);
+    assert_eq!(client.status().state, ConnectionState::Connected);
+    client.close().await;
+}
+
+#[tokio::test]
+async fn probe_prints_one_json_line_per_second() {
+    let server = TestServer::start(|_| {}).await;
+    let options = client::probe::ProbeOptions {
+        url: server.url(),
+        channel: Some("room:p".into()),
+        json: true,
+        duration: Some(Duration::from_secs(2)),
+    };
+    let mut out = Vec::new();
+    tokio::time::timeout(
+        WAIT,
+        client::probe::run(options, Credentials::Token(server.token("probe")), &mut out),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.len() >= 2, "{text}");
+    let last = lines.last().unwrap();
+    assert_eq!(last["state"], "CONNECTED", "{text}");
+    assert_eq!(last["channel"]["name"], "room:p");
+}

@@ -30,8 +30,9 @@ pub struct Ledger {
     pub id_mismatches: u64,
     /// `recovered: false` notices.
     pub resets: u64,
-    /// Every outage a client lived through (left CONNECTED → CONNECTED again).
-    pub outages: Vec<Duration>,
+    /// Every outage a client lived through (left CONNECTED → CONNECTED again), with the
+    /// client's route (`direct`, or the proxy it sits behind).
+    pub outages: Vec<(&'static str, Duration)>,
     /// Clients that reached FAILED (and were retried explicitly).
     pub failed: u64,
 }
@@ -84,6 +85,8 @@ pub struct Plan {
     pub rate: f64,
     /// Jitter seed.
     pub seed: u64,
+    /// How it reaches the server: `direct` or the proxy's name.
+    pub route: &'static str,
 }
 
 /// Publishes in flight per member at most; beyond that it skips a beat (a client does not
@@ -99,7 +102,7 @@ impl Member {
 
         // Events: outages and FAILED.
         let mut events = client.events();
-        let (l, c) = (Arc::clone(&ledger), client.clone());
+        let (l, c, route) = (Arc::clone(&ledger), client.clone(), plan.route);
         tasks.spawn(async move {
             let mut down_since: Option<Instant> = None;
             loop {
@@ -111,7 +114,7 @@ impl Member {
                         if to == ConnectionState::Connected
                             && let Some(since) = down_since.take()
                         {
-                            lock(&l).outages.push(since.elapsed());
+                            lock(&l).outages.push((route, since.elapsed()));
                         }
                         if to == ConnectionState::Failed {
                             lock(&l).failed += 1;
