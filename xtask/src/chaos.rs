@@ -373,7 +373,17 @@ async fn drill(args: Args) -> Result<()> {
         println!("chaos: {line}");
     }
     if let Some(path) = &args.report {
-        let doc = report_markdown(&command, &table, &verdict);
+        let section = report_markdown(&command, &table, &verdict);
+        // Keep the hand-written parts of an existing document: replace only the marked section.
+        let doc = match std::fs::read_to_string(path) {
+            Ok(old) => match (old.find(REPORT_START), old.find(REPORT_END)) {
+                (Some(a), Some(b)) if a < b => {
+                    format!("{}{REPORT_START}\n{section}{}", &old[..a], &old[b..])
+                }
+                _ => format!("{REPORT_START}\n{section}{REPORT_END}\n"),
+            },
+            Err(_) => format!("{REPORT_START}\n{section}{REPORT_END}\n"),
+        };
         std::fs::write(path, doc).with_context(|| format!("writing {}", path.display()))?;
         println!("chaos: wrote {}", path.display());
     }
@@ -401,6 +411,9 @@ fn command_line(args: &Args, seed: u64) -> String {
         " --clients {} --duration {} --kills {} --rate {} --channels {} --seed {seed}",
         args.clients, args.duration, args.kills, args.rate, args.channels
     );
+    if let Some(report) = &args.report {
+        let _ = write!(line, " --report {}", report.display());
+    }
     line
 }
 
@@ -636,22 +649,16 @@ impl Verdict {
     }
 }
 
+/// Markers around the generated part of a `--report` file.
+const REPORT_START: &str = "<!-- chaos:start (written by `cargo xtask chaos --report FILE`) -->";
+/// End marker.
+const REPORT_END: &str = "<!-- chaos:end -->";
+
 fn report_markdown(command: &str, table: &str, verdict: &Verdict) -> String {
     let outcome = if verdict.lost == 0 && verdict.duplicated == 0 && verdict.unfinished == 0 {
         "no message lost, none duplicated"
     } else {
         "FAILED: see the counts"
     };
-    format!(
-        "# Reliability: the recovery drill\n\n\
-         `cargo xtask chaos` runs clients of `crates/client` against the real `tether` binary while\n\
-         the server is killed (SIGKILL) and stopped (SIGTERM, drain) and restarted on the same\n\
-         database, and while some clients sit behind fault-injecting proxies (latency with spikes,\n\
-         black holes that leave links half-open, TCP resets). **Lost** counts acknowledged messages\n\
-         missing from the history or from any subscriber of their channel; **duplicated** counts\n\
-         an offset handed twice to a subscriber or one publish id stored at two offsets.\n\
-         Reconnect times are per client outage, from losing `CONNECTED` to regaining it (they\n\
-         include the server's restart, the advised `after_ms` of a drain, backoff and breaker waits).\n\n\
-         Command:\n\n```\n{command}\n```\n\nResult ({outcome}):\n\n{table}"
-    )
+    format!("Command:\n\n```\n{command}\n```\n\nResult ({outcome}):\n\n{table}")
 }

@@ -10,6 +10,15 @@ use resilience::Failure;
 use resilience::alerts::AlertEvent;
 use resilience::metrics::QualitySnapshot;
 
+/// Runs `log` inside a span carrying `connection_id` when there is one, so the line gets a
+/// top-level `connectionId` only when a connection is concerned (CONTRACT §7).
+fn on_connection(connection_id: Option<&str>, log: impl FnOnce()) {
+    match connection_id {
+        Some(id) => tracing::info_span!("client_connection", connection_id = %id).in_scope(log),
+        None => log(),
+    }
+}
+
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -21,15 +30,16 @@ pub(crate) fn state_changed(
     attempt: u32,
     connection_id: Option<&str>,
 ) {
-    tracing::info!(
-        component = "client",
-        event = "connection_state_changed",
-        connection_id = connection_id.unwrap_or(""),
-        from = from.as_str(),
-        to = to.as_str(),
-        label = to.label(),
-        attempt,
-    );
+    on_connection(connection_id, || {
+        tracing::info!(
+            component = "client",
+            event = "connection_state_changed",
+            from = from.as_str(),
+            to = to.as_str(),
+            label = to.label(),
+            attempt,
+        );
+    });
 }
 
 /// `retry_failed` (warn).
@@ -58,37 +68,39 @@ pub(crate) fn gave_up(failures: u32, reason: &Failure) {
 
 /// `latency_spike` (warn): an RTT above the threshold.
 pub(crate) fn latency_spike(rtt: Duration, threshold: Duration, connection_id: Option<&str>) {
-    tracing::warn!(
-        component = "client",
-        event = "latency_spike",
-        connection_id = connection_id.unwrap_or(""),
-        rtt_ms = ms(rtt),
-        threshold_ms = ms(threshold),
-    );
+    on_connection(connection_id, || {
+        tracing::warn!(
+            component = "client",
+            event = "latency_spike",
+            rtt_ms = ms(rtt),
+            threshold_ms = ms(threshold),
+        );
+    });
 }
 
 /// `connection_quality` (info), every quality interval (60 s).
 pub(crate) fn quality(s: &QualitySnapshot, connection_id: Option<&str>) {
     let alerts: Vec<&str> = s.alerts.iter().map(|a| a.as_str()).collect();
-    tracing::info!(
-        component = "client",
-        event = "connection_quality",
-        connection_id = connection_id.unwrap_or(""),
-        state = s.state.as_str(),
-        rtt_ms = s.rtt_ms,
-        rtt_median_ms = s.rtt_median_ms,
-        rtt_p95_ms = s.rtt_p95_ms,
-        delivery_rate = s.delivery_rate,
-        sent = s.sent,
-        acked = s.acked,
-        failed_messages = s.failed_messages,
-        queue_length = s.queue_length,
-        failed_attempts = s.failed_attempts,
-        reconnects = s.reconnects,
-        reconnection_success_rate = s.reconnection_success_rate,
-        downtime_total_ms = s.downtime_total_ms,
-        alerts = ?alerts,
-    );
+    on_connection(connection_id, || {
+        tracing::info!(
+            component = "client",
+            event = "connection_quality",
+            state = s.state.as_str(),
+            rtt_ms = s.rtt_ms,
+            rtt_median_ms = s.rtt_median_ms,
+            rtt_p95_ms = s.rtt_p95_ms,
+            delivery_rate = s.delivery_rate,
+            sent = s.sent,
+            acked = s.acked,
+            failed_messages = s.failed_messages,
+            queue_length = s.queue_length,
+            failed_attempts = s.failed_attempts,
+            reconnects = s.reconnects,
+            reconnection_success_rate = s.reconnection_success_rate,
+            downtime_total_ms = s.downtime_total_ms,
+            alerts = ?alerts,
+        );
+    });
 }
 
 /// `alert_raised` (warn) / `alert_cleared` (info).
