@@ -171,6 +171,10 @@ pub async fn cleanup(dir: &Path, timeout: Duration) -> Vec<Cleaned> {
 
     let mut outcomes = Vec::new();
     for path in files {
+        if !path.exists() {
+            // Removed meanwhile: the previous `xtask`, stopped above, cleans up its own files.
+            continue;
+        }
         let record = match read(&path) {
             Ok(record) => record,
             Err(err) => {
