@@ -384,3 +384,60 @@ async fn the_pm2_file_runs_the_real_server_and_pm2_restarts_it_after_a_kill() {
         .unwrap_or_else(|err| panic!("{err:#}"));
     assert!(detail.contains("restarted it"), "{detail}");
 }
+
+#[tokio::test]
+async fn the_real_check_env_reports_a_broken_configuration_and_the_manifests_match_its_drain() {
+    let tether = build_quietly().await.expect("building tether");
+
+    // The server's own drain default (from `tether serve --help`) against the deploy files.
+    let drain = deploy::server_drain_default(&tether).expect("serve --help states --drain-ms");
+    assert_eq!(drain, deploy::CONTRACT_DRAIN_MS);
+    let port = {
+        let out = std::process::Command::new(&tether)
+            .args(["serve", "--help"])
+            .output()
+            .expect("serve --help");
+        deploy::parse_help_default(&String::from_utf8_lossy(&out.stdout), "--port")
+    };
+    assert_eq!(port, Some(8081));
+    let mut report = Report::new(false);
+    deploy::check_deploy(&project_root(), drain, &mut report);
+    assert_eq!(status_of(&report, "deploy.k8s"), Status::Pass);
+    assert_eq!(status_of(&report, "deploy.systemd"), Status::Pass);
+
+    // A broken production file: the real `tether check-env` names each bad setting.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env_file = dir.path().join("tether.env");
+    std::fs::write(
+        &env_file,
+        "TETHER_ENV=production\nTETHER_JWT_SECRET=Zq7xK9w\nTETHER_ALLOWED_ORIGINS=*\n\
+         DATABASE_URL=mysql://db/tether\nTWILIO_ACCOUNT_SID=AC123\nPORT=0\n",
+    )
+    .expect("write");
+    let settings = Settings::load(Some(&env_file)).expect("settings");
+    let mut report = Report::new(false);
+    check_env(&tether, &settings, &mut report).await;
+    security(&settings, &mut report);
+    let fails: Vec<String> = report
+        .checks()
+        .iter()
+        .filter(|c| c.status == Status::Fail)
+        .map(|c| format!("{}: {}", c.check, c.detail))
+        .collect();
+    let has = |check: &str, word: &str| {
+        fails
+            .iter()
+            .any(|f| f.starts_with(&format!("{check}:")) && f.contains(word))
+    };
+    assert!(has("env.variables", "DATABASE_URL"), "{fails:#?}");
+    assert!(has("env.variables", "TETHER_ALLOWED_ORIGINS"), "{fails:#?}");
+    assert!(has("env.twilio", "TWILIO_AUTH_TOKEN"), "{fails:#?}");
+    assert!(has("env.secret", "TETHER_JWT_SECRET"), "{fails:#?}");
+    assert!(has("security.secret", "7 bytes"), "{fails:#?}");
+    assert!(has("security.origins", "`*`"), "{fails:#?}");
+    assert!(has("security.transport", "TLS"), "{fails:#?}");
+    assert!(
+        !fails.iter().any(|f| f.contains("Zq7xK9w")),
+        "the secret's value never appears: {fails:#?}"
+    );
+}
