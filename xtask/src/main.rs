@@ -71,6 +71,17 @@ struct Cli {
     task: Task,
 }
 
-fn main() -> anyhow::Result<()> {
-    Cli::parse().task.run()
+fn main() -> std::process::ExitCode {
+    match Cli::parse().task.run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            // Printed by hand rather than returned from `main`: anyhow's `Debug` adds a stack
+            // backtrace whenever RUST_BACKTRACE is set, which buries the one line that matters.
+            eprintln!("error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

@@ -53,10 +53,14 @@ pub fn run(args: Args) -> Result<()> {
         // The wasm release build of apps/web and the real-browser tests plug in here, once
         // `xtask/src/web.rs` exists, as one line:
         //     Step::new("web", "web app wasm build and browser tests", crate::web::test_step),
-        // ---- hook: chaos smoke (owned by h-client) -----------------------------------------
-        // A short connection-recovery drill against a real server plugs in here, once
-        // `xtask/src/chaos.rs` exists, as one line:
-        Step::new("chaos", "chaos smoke: kill and restart the server", crate::chaos::test_step),
+        // ---- chaos smoke (owned by h-client, `xtask/src/chaos.rs`) ---------------------------
+        // A short connection-recovery drill: a real server killed and restarted under live
+        // clients; nothing may be lost or duplicated.
+        Step::new(
+            "chaos",
+            "chaos smoke: kill and restart the server",
+            crate::chaos::test_step,
+        ),
         // -------------------------------------------------------------------------------------
     ];
 

@@ -234,8 +234,10 @@ pub fn run_steps(task: &str, steps: Vec<Step<'_>>) -> Result<()> {
             Ok(())
         }
         Some((name, hint, err)) => {
-            let hint = hint.map(|h| format!("\nhint: {h}")).unwrap_or_default();
-            Err(err.context(format!("{task}: step `{name}` failed{hint}")))
+            if let Some(hint) = hint {
+                println!("hint: {hint}");
+            }
+            Err(err.context(format!("{task}: step `{name}` failed")))
         }
     }
 }
