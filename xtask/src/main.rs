@@ -18,6 +18,8 @@ mod faultproxy;
 // h-ops: the development stack, its supervisor and tunnel monitor, and the operations checks.
 mod dev;
 mod doctor;
+// h-security: cargo-fuzz targets for a bounded time.
+mod fuzz;
 mod recover;
 mod supervisor;
 // h-server-rt: the server's load generator.
@@ -59,6 +61,8 @@ tasks! {
     Doctor(doctor),
     /// The runbook's recovery: clean up, restart tunnel and server, verify health.
     Recover(recover),
+    /// Fuzz the frame decoder and the HTTP publish body (nightly, cargo-fuzz) for a bounded time.
+    Fuzz(fuzz),
     /// Server benchmark over loopback: set-up rate, fan-out throughput/latency, idle memory.
     Bench(bench),
 }

@@ -9,6 +9,7 @@ mod harness;
 mod abuse;
 mod campaign;
 mod dev_token;
+mod fuzz_targets;
 mod limits;
 mod origins;
 mod tls;
