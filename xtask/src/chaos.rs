@@ -538,11 +538,8 @@ impl Verdict {
                 }
                 let have: HashSet<u64> = got.iter().copied().collect();
                 for (id, (c, offset)) in &ledger.acked {
-                    if *c == channel && !have.contains(offset) {
-                        if lost_ids.insert(id) {
-                            problems
-                                .push(format!("client {index} never received {id} ({c}/{offset})"));
-                        }
+                    if *c == channel && !have.contains(offset) && lost_ids.insert(id) {
+                        problems.push(format!("client {index} never received {id} ({c}/{offset})"));
                     }
                 }
             }

@@ -43,7 +43,7 @@ use crate::logs;
 use crate::outbox::Outbox;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-type Connecting = Pin<Box<dyn Future<Output = Result<(Ws, Token), String>> + Send>>;
+type Connecting = Pin<Box<dyn Future<Output = Result<Box<(Ws, Token)>, String>> + Send>>;
 
 /// RTT samples kept for the status sparkline.
 const RTT_HISTORY: usize = 40;
@@ -84,7 +84,7 @@ pub(crate) struct SubscriptionSink {
 enum Wake {
     Cancelled,
     Command(Option<Command>),
-    Opened(Result<(Ws, Token), String>),
+    Opened(Result<Box<(Ws, Token)>, String>),
     Frame(Option<Result<Message, tokio_tungstenite::tungstenite::Error>>),
     Token(Result<Token, TokenError>),
     Timer,
@@ -215,7 +215,8 @@ impl Driver {
             match wake {
                 Wake::Cancelled | Wake::Command(None) => break,
                 Wake::Command(Some(cmd)) => self.on_command(now, cmd),
-                Wake::Opened(Ok((ws, token))) => {
+                Wake::Opened(Ok(opened)) => {
+                    let (ws, token) = *opened;
                     self.connecting = None;
                     self.socket = Some(ws);
                     self.hello_token = Some(token);
@@ -658,7 +659,7 @@ impl Driver {
             let (ws, _response) = tokio_tungstenite::connect_async_with_config(request, None, true)
                 .await
                 .map_err(|err| err.to_string())?;
-            Ok((ws, token))
+            Ok(Box::new((ws, token)))
         })
     }
 
