@@ -252,6 +252,7 @@ async fn websocket(
 }
 
 /// Why an HTTP caller is not allowed: 401 or 403, as a response.
+#[allow(clippy::result_large_err)] // The error is the finished response, built once.
 fn authorize(
     app: &App,
     ip: std::net::IpAddr,

@@ -77,7 +77,7 @@ pub async fn run(
     // Stops the listener after the drain (not before: `/health` keeps answering meanwhile).
     let http_stop = CancellationToken::new();
     let serve = tls::serve(listener, router, tls_config, http_stop.clone());
-    let mut server = tokio::spawn(async move { serve.await });
+    let mut server = tokio::spawn(serve);
 
     let served = tokio::select! {
         () = shutdown => None,

@@ -527,10 +527,7 @@ impl Session {
                 let sent = Instant::now();
                 self.ping_sent = Some((self.ping_seq, sent));
                 let payload = self.ping_seq.to_be_bytes().to_vec();
-                match self.send_guarded(Message::Ping(payload.into())).await {
-                    Ok(()) => None,
-                    Err(ended) => Some(ended),
-                }
+                self.send_guarded(Message::Ping(payload.into())).await.err()
             }
             Event::DeadCheck => {
                 let dead = dead_after(self.app.config.heartbeat);

@@ -152,7 +152,15 @@ async fn http_errors_are_json_with_the_contract_codes() {
     let (ro, rw) = (bearer(&read_only), bearer(&writer));
     let body = r#"{"id":"a","data":1}"#;
     let path = "/v1/channels/news/messages";
-    let cases: Vec<(Vec<(&str, &str)>, &str, Option<String>, u16, &str)> = vec![
+    // (headers, method, body, status, code)
+    type Case<'a> = (
+        Vec<(&'a str, &'a str)>,
+        &'a str,
+        Option<String>,
+        u16,
+        &'a str,
+    );
+    let cases: Vec<Case<'_>> = vec![
         (vec![], "POST", Some(body.into()), 401, "AUTH_FAILURE"),
         (
             vec![("Authorization", "Bearer nope")],
