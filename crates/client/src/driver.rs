@@ -276,8 +276,8 @@ impl Driver {
                 None => std::future::pending().await,
             }
         };
+        // Unbiased: a flood of commands must not starve the socket, nor frames the timers.
         tokio::select! {
-            biased;
             () = self.cancel.cancelled() => Wake::Cancelled,
             cmd = self.commands.recv() => Wake::Command(cmd),
             opened = connecting => Wake::Opened(opened),
@@ -446,7 +446,8 @@ impl Driver {
                 }),
             },
             ServerMessage::TokenExpiring(_) => {
-                if self.token_fetch.is_none() {
+                // A fixed token cannot be renewed: the server closes with 4401 at expiry.
+                if self.token_fetch.is_none() && self.credentials.can_renew() {
                     self.token_fetch = Some((TokenPurpose::Refresh, self.credentials.fetch()));
                 }
             }

@@ -407,7 +407,7 @@ async fn the_outbox_survives_a_client_restart() {
 
 #[tokio::test]
 async fn a_half_open_link_is_detected_within_two_and_a_half_heartbeats() {
-    let heartbeat = Duration::from_millis(300);
+    let heartbeat = Duration::from_millis(400);
     let server = TestServer::start(|c| c.heartbeat = heartbeat).await;
     let proxy = FaultProxy::start(server.addr).await.unwrap();
     let client = connect(
@@ -426,9 +426,9 @@ async fn a_half_open_link_is_detected_within_two_and_a_half_heartbeats() {
     let took = cut.elapsed();
     assert_eq!(code, ErrorCode::NetworkFailure, "{reason}");
     assert!(reason.starts_with("no frame for"), "{reason}");
-    // 2.5 intervals from the last frame, which came before the cut; slack for scheduling.
+    // 2.5 intervals from the last frame, which came before the cut; slack for a busy machine.
     assert!(
-        took <= heartbeat * 5 / 2 + Duration::from_millis(150),
+        took <= heartbeat * 5 / 2 + Duration::from_millis(250),
         "took {took:?}"
     );
     proxy.set_mode(Mode::Pass);
