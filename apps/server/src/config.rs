@@ -700,10 +700,18 @@ impl Config {
                         ok = false;
                     }
                 }
-                ok.then(|| TlsPaths {
+                let paths = ok.then(|| TlsPaths {
                     cert: cert.into(),
                     key: key.into(),
-                })
+                });
+                // Parse them now, so a bad certificate or key is a configuration error (exit 2).
+                match paths.as_ref().map(crate::tls::load) {
+                    Some(Err(e)) => {
+                        c.error("TETHER_TLS_CERT", format!("{e:#}"));
+                        None
+                    }
+                    _ => paths,
+                }
             }
         };
         if prod && tls.is_none() && trusted_proxies.is_empty() {

@@ -159,6 +159,61 @@ async fn a_bad_certificate_or_key_stops_the_start() {
     assert!(format!("{err:#}").contains("TETHER_TLS_CERT"), "{err:#}");
 }
 
+/// `tether serve` with an unusable certificate or key: one line naming the setting, exit 2,
+/// before anything listens.
+#[test]
+fn the_binary_refuses_a_bad_certificate_with_exit_2() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let (good, _) = self_signed(dir.path());
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(
+        &garbage,
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let other = tempfile::tempdir().expect("a temp dir");
+    let (mismatch, _) = self_signed(other.path());
+    for (cert, key) in [
+        (&garbage, &good.key),
+        (&good.cert, &garbage),
+        (&good.cert, &mismatch.key),
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+            .arg("check-env")
+            .env_clear()
+            .env(
+                "DATABASE_URL",
+                format!("sqlite://{}", dir.path().join("t.db").display()),
+            )
+            .env("TETHER_JWT_SECRET", server::config::TEST_SECRET)
+            .env("TETHER_TLS_CERT", cert)
+            .env("TETHER_TLS_KEY", key)
+            .output()
+            .expect("the tether binary runs");
+        assert!(!output.status.success(), "{cert:?} {key:?}");
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(all.contains("TETHER_TLS"), "{all}");
+        let served = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+            .arg("serve")
+            .env_clear()
+            .env("PORT", "0")
+            .env(
+                "DATABASE_URL",
+                format!("sqlite://{}", dir.path().join("t.db").display()),
+            )
+            .env("TETHER_JWT_SECRET", server::config::TEST_SECRET)
+            .env("TETHER_TLS_CERT", cert)
+            .env("TETHER_TLS_KEY", key)
+            .output()
+            .expect("the tether binary runs");
+        assert_eq!(served.status.code(), Some(2), "{cert:?} {key:?}");
+    }
+}
+
 #[tokio::test]
 async fn production_refuses_plain_ws_and_v1_unless_a_trusted_proxy_says_https() {
     let server = TestServer::start_with(|c| {
