@@ -29,7 +29,7 @@ const CHROME_FLAGS: &[&str] = &[
     "--disable-component-update",
     "--disable-sync",
     "--disable-dev-shm-usage",
-    "--window-size=1280,1000",
+    "--window-size=1280,1500",
 ];
 
 /// How long chromedriver may take to answer its `/status` after starting.

@@ -120,6 +120,9 @@ pub fn build() -> Result<WebBuild> {
         .web(true)
         .context("selecting wasm-bindgen's `web` output")?
         .typescript(false)
+        // The library defaults to omitting `new URL("web_bg.wasm", import.meta.url)` (the CLI
+        // turns it back on); index.html passes the path explicitly anyway.
+        .omit_default_module_path(false)
         .remove_producers_section(true)
         .generate(&dist)
         .with_context(|| format!("generating JS bindings for {}", input.display()))?;

@@ -1,0 +1,1060 @@
+//! The browser driver of `resilience::Session`: a `web_sys::WebSocket`, one `setTimeout`, the
+//! `online`/`offline` events and browser storage. It moves bytes and reports what happened;
+//! every decision (when to retry, what a close code means, what to resend, when an alert
+//! begins) is the session's.
+//!
+//! The driver lives in a thread-local (the browser runs wasm on one thread) so that socket
+//! callbacks, timers and the views' event handlers can reach it without `Send` bounds; each
+//! entry point borrows it for one synchronous step and then pumps the session:
+//! perform every [`Output`], hand every [`SessionEvent`] to the model, re-arm the timer.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use leptos::prelude::*;
+use protocol::{ClientMessage, CloseCode, ConnectionState, Hello, Timestamp};
+use resilience::alerts::AlertKind;
+use resilience::connection::{Event, Failure, Input, Output, WaitCause};
+use resilience::queue::{FailReason, QueueEvent};
+use resilience::{AlertEvent, Instant, Session, SessionEvent, SubscriptionEvent};
+use serde::{Deserialize, Serialize};
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::Closure;
+use web_sys::{CloseEvent, MessageEvent, WebSocket};
+
+use crate::config::Config;
+use crate::model::{
+    AlertRow, HealthView, Level, MessageRow, Model, Quality, QueuedRow, RTT_HISTORY, payload_text,
+};
+use crate::storage::{self, keys};
+use crate::token::{self, HeldToken};
+
+thread_local! {
+    /// The one driver of this page (set by [`start`]).
+    static DRIVER: RefCell<Option<Driver>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` on the driver, if started and not already borrowed (a re-entrant call is dropped:
+/// every entry point is a separate browser task, so this does not happen in practice).
+fn with_driver<R>(f: impl FnOnce(&mut Driver) -> R) -> Option<R> {
+    DRIVER.with(|cell| {
+        let mut guard = cell.try_borrow_mut().ok()?;
+        guard.as_mut().map(f)
+    })
+}
+
+/// Wall clock, unix ms.
+fn now_ms() -> f64 {
+    js_sys::Date::now()
+}
+
+fn wall() -> Timestamp {
+    Timestamp::from_unix_millis(now_ms() as i64)
+}
+
+/// The last known data kept in browser storage besides the session.
+#[derive(Default, Serialize, Deserialize)]
+struct SavedView {
+    messages: Vec<MessageRow>,
+    health: HealthView,
+    current_channel: Option<String>,
+}
+
+/// Why a token is being fetched (several reasons can wait on one fetch).
+#[derive(Default)]
+struct TokenWants {
+    /// A socket is open and waits for `hello`.
+    hello: bool,
+    /// The session asked after a 4401 ([`Event::TokenNeeded`]).
+    renew: bool,
+    /// The server said the token expires soon.
+    refresh: bool,
+}
+
+/// One WebSocket and the callbacks that keep feeding the session (dropped with it).
+struct Socket {
+    ws: WebSocket,
+    _on_open: Closure<dyn FnMut(web_sys::Event)>,
+    _on_message: Closure<dyn FnMut(MessageEvent)>,
+    _on_close: Closure<dyn FnMut(CloseEvent)>,
+}
+
+impl Socket {
+    /// Detaches the callbacks and closes the socket; later events of it are never seen.
+    fn discard(self, code: Option<CloseCode>, reason: &str) {
+        self.ws.set_onopen(None);
+        self.ws.set_onmessage(None);
+        self.ws.set_onclose(None);
+        // Browsers accept only 1000 and 3000–4999 from scripts; other codes close plainly.
+        let closed = match code {
+            Some(CloseCode(c)) if c == 1000 || (3000..=4999).contains(&c) => {
+                self.ws.close_with_code_and_reason(c, reason)
+            }
+            _ => self.ws.close(),
+        };
+        // A socket that cannot be closed is already closing; nothing else to do.
+        let _ = closed;
+    }
+}
+
+/// The driver state.
+struct Driver {
+    model: Model,
+    config: Config,
+    sub: String,
+    session: Session,
+    socket: Option<Socket>,
+    /// Bumped for every socket, so a late callback of an old one is recognised and ignored.
+    socket_gen: u64,
+    /// The socket is open and the session asked for `hello`, which waits for a token.
+    hello_pending: bool,
+    token: Option<HeldToken>,
+    fetching_token: bool,
+    token_wants: TokenWants,
+    /// The `setTimeout` handle for `session.poll_timeout()`.
+    timer: Option<i32>,
+    timer_cb: Closure<dyn FnMut()>,
+    /// Status text per subscribed channel.
+    channel_status: BTreeMap<String, String>,
+    next_alert_key: u64,
+}
+
+/// Starts the driver for `model`: restores what the last page kept and connects.
+pub fn start(model: Model) {
+    let config = Config::load();
+    let sub = storage::sub();
+    model.sub.set(sub.clone());
+
+    let view: SavedView = storage::get(keys::VIEW)
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default();
+    model.messages.set(view.messages);
+    model.health.set(view.health);
+
+    let mut session_config = resilience::Config::new(storage::random_u64());
+    session_config.seed |= 1; // never the all-zero seed
+    let now = Instant::now();
+    let (session, restored) = match storage::get(keys::SESSION) {
+        Some(saved) => match Session::restore(session_config.clone(), now, wall(), &saved) {
+            Ok(session) => (session, true),
+            Err(err) => {
+                model.log(
+                    Level::Warn,
+                    format!("Could not restore the saved queue: {err}"),
+                );
+                (Session::new(session_config, now, wall()), false)
+            }
+        },
+        None => (Session::new(session_config, now, wall()), false),
+    };
+    if restored {
+        let queued = session.queue().len();
+        model.log(
+            Level::Info,
+            format!(
+                "Restored from browser storage: {queued} queued message(s), {} channel(s)",
+                session.subscriptions().channels().count()
+            ),
+        );
+    }
+    let current = view
+        .current_channel
+        .filter(|c| session.subscriptions().contains(c))
+        .or_else(|| {
+            session
+                .subscriptions()
+                .channels()
+                .next()
+                .map(|(c, _)| c.to_owned())
+        });
+    model.current_channel.set(current);
+
+    let timer_cb = Closure::<dyn FnMut()>::new(|| {
+        with_driver(|d| {
+            d.timer = None;
+            d.session.handle_timeout(Instant::now());
+            d.pump();
+        });
+    });
+    let channel_status = session
+        .subscriptions()
+        .channels()
+        .map(|(c, _)| (c.to_owned(), "Waiting for the connection".to_owned()))
+        .collect();
+    let driver = Driver {
+        model,
+        token: token::load(now_ms()),
+        config,
+        sub,
+        session,
+        socket: None,
+        socket_gen: 0,
+        hello_pending: false,
+        fetching_token: false,
+        token_wants: TokenWants::default(),
+        timer: None,
+        timer_cb,
+        channel_status,
+        next_alert_key: 0,
+    };
+    DRIVER.with(|cell| *cell.borrow_mut() = Some(driver));
+
+    install_browser_listeners(model);
+    with_driver(|d| {
+        let now = Instant::now();
+        d.session.connect(now);
+        let online = web_sys::window().is_none_or(|w| w.navigator().on_line());
+        if !online {
+            d.model.online.set(false);
+            d.session.handle_input(now, Input::NetworkOffline);
+        }
+        if let Some(channel) = d.config.channel.clone()
+            && !d.session.subscriptions().contains(&channel)
+        {
+            if let Err(err) = d.subscribe(&channel) {
+                d.model.log(
+                    Level::Warn,
+                    format!("The configured channel {channel:?} is not valid: {err}"),
+                );
+            }
+        }
+        d.pump();
+    });
+}
+
+/// `online`/`offline` events into the session, and the one-second tick for countdowns.
+fn install_browser_listeners(model: Model) {
+    let Some(window) = web_sys::window() else {
+        return;
+    };
+    let online = Closure::<dyn FnMut()>::new(move || {
+        model.online.set(true);
+        with_driver(|d| {
+            d.model.log(
+                Level::Info,
+                "The browser reports the network is back online",
+            );
+            d.session.handle_input(Instant::now(), Input::NetworkOnline);
+            d.pump();
+        });
+    });
+    let offline = Closure::<dyn FnMut()>::new(move || {
+        model.online.set(false);
+        with_driver(|d| {
+            d.model
+                .log(Level::Warn, "The browser reports the network is offline");
+            d.session
+                .handle_input(Instant::now(), Input::NetworkOffline);
+            d.pump();
+        });
+    });
+    let tick = Closure::<dyn FnMut()>::new(move || {
+        model.now_ms.set(now_ms());
+        with_driver(|d| d.refresh_quality(Instant::now()));
+    });
+    // Registration only fails without a window; the page then has no events to miss.
+    let _ = window.add_event_listener_with_callback("online", online.as_ref().unchecked_ref());
+    let _ = window.add_event_listener_with_callback("offline", offline.as_ref().unchecked_ref());
+    let _ = window.set_interval_with_callback_and_timeout_and_arguments_0(
+        tick.as_ref().unchecked_ref(),
+        1000,
+    );
+    // These live as long as the page.
+    online.forget();
+    offline.forget();
+    tick.forget();
+}
+
+// ---- what the views call ----------------------------------------------------------------
+
+/// Publishes `text` to the channel shown; queued while disconnected. `Err` says why not.
+pub fn publish(text: &str) -> Result<(), String> {
+    with_driver(|d| d.publish(text)).unwrap_or_else(|| Err("the dashboard is starting".to_owned()))
+}
+
+/// Subscribes to `channel` and shows it.
+pub fn subscribe(channel: &str) -> Result<(), String> {
+    with_driver(|d| {
+        let result = d.subscribe(channel);
+        d.pump();
+        result
+    })
+    .unwrap_or_else(|| Err("the dashboard is starting".to_owned()))
+}
+
+/// Ends the subscription to `channel`.
+pub fn unsubscribe(channel: &str) {
+    with_driver(|d| {
+        d.session.unsubscribe(Instant::now(), channel);
+        d.channel_status.remove(channel);
+        if d.model.current_channel.get_untracked().as_deref() == Some(channel) {
+            d.model.current_channel.set(None);
+        }
+        d.save_view();
+        d.pump();
+    });
+}
+
+/// Shows `channel` in the channel view.
+pub fn show_channel(channel: &str) {
+    with_driver(|d| {
+        d.model.current_channel.set(Some(channel.to_owned()));
+        d.save_view();
+        d.sync_model(Instant::now());
+    });
+}
+
+/// Retry now (leaves `Offline` after the attempts were spent).
+pub fn retry() {
+    with_driver(|d| {
+        d.model.log(Level::Info, "Retry requested");
+        d.session.retry(Instant::now());
+        d.pump();
+    });
+}
+
+/// Disconnect on request (`Offline`); queued messages stay queued.
+pub fn disconnect() {
+    with_driver(|d| {
+        d.model.log(Level::Info, "Disconnect requested");
+        d.session.close(Instant::now());
+        d.pump();
+    });
+}
+
+/// Connect again after [`disconnect`].
+pub fn connect() {
+    with_driver(|d| {
+        d.model.log(Level::Info, "Connect requested");
+        d.session.connect(Instant::now());
+        d.pump();
+    });
+}
+
+/// Remembers the latest health answer with the other last known data.
+pub fn save_health() {
+    with_driver(|d| d.save_view());
+}
+
+/// The health endpoint and poll interval from the configuration.
+pub fn health_source() -> Option<(String, u32)> {
+    with_driver(|d| (d.config.health_url(), d.config.health_interval_ms()))
+}
+
+impl Driver {
+    fn publish(&mut self, text: &str) -> Result<(), String> {
+        let Some(channel) = self.model.current_channel.get_untracked() else {
+            return Err("Subscribe to a channel first".to_owned());
+        };
+        let id = format!(
+            "{}-{}-{}",
+            self.sub,
+            format!("{:x}", now_ms() as u64),
+            storage::random_hex(6)
+        );
+        let data = serde_json::json!({ "text": text });
+        let result = self
+            .session
+            .publish(Instant::now(), id, channel, data)
+            .map_err(|e| e.to_string());
+        if let Err(err) = &result {
+            self.model
+                .log(Level::Warn, format!("Publish refused: {err}"));
+        }
+        self.pump();
+        result
+    }
+
+    fn subscribe(&mut self, channel: &str) -> Result<(), String> {
+        self.session
+            .subscribe(Instant::now(), channel, None)
+            .map_err(|e| e.to_string())?;
+        let status = if self.session.state() == ConnectionState::Connected {
+            "Subscribing…"
+        } else {
+            "Waiting for the connection"
+        };
+        self.channel_status
+            .insert(channel.to_owned(), status.to_owned());
+        self.model.current_channel.set(Some(channel.to_owned()));
+        self.save_view();
+        Ok(())
+    }
+
+    /// Performs every output, hands every event to the model, then re-arms the timer.
+    fn pump(&mut self) {
+        let now = Instant::now();
+        loop {
+            let mut busy = false;
+            while let Some(out) = self.session.poll_output() {
+                busy = true;
+                self.perform(now, out);
+            }
+            while let Some(event) = self.session.poll_event() {
+                busy = true;
+                self.on_event(now, event);
+            }
+            if !busy {
+                break;
+            }
+        }
+        self.sync_model(now);
+        self.arm_timer(now);
+    }
+
+    fn perform(&mut self, now: Instant, out: Output) {
+        match out {
+            Output::OpenSocket { attempt } => {
+                self.model.attempt.set(attempt);
+                self.drop_socket(None, "");
+                self.open_socket(now);
+                if !self.token_usable() {
+                    self.fetch_token();
+                }
+            }
+            Output::SendHello => {
+                if self.token_usable() {
+                    self.send_hello();
+                } else {
+                    self.hello_pending = true;
+                    self.token_wants.hello = true;
+                    self.fetch_token();
+                }
+            }
+            Output::Send(msg) => self.send(&msg),
+            Output::CloseSocket { code, reason } => self.drop_socket(Some(code), reason),
+        }
+    }
+
+    fn open_socket(&mut self, now: Instant) {
+        self.socket_gen += 1;
+        let gen_ = self.socket_gen;
+        let url = self.config.ws_url();
+        let ws = match WebSocket::new_with_str(&url, protocol::SUBPROTOCOL) {
+            Ok(ws) => ws,
+            Err(err) => {
+                let reason = format!("cannot open {url}: {}", crate::http::describe(err));
+                self.session
+                    .handle_input(now, Input::TransportError { reason });
+                return;
+            }
+        };
+        let on_open = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
+            with_driver(|d| {
+                if d.socket_gen == gen_ {
+                    d.session.handle_input(Instant::now(), Input::SocketOpened);
+                    d.pump();
+                }
+            });
+        });
+        let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
+            let Some(text) = ev.data().as_string() else {
+                return; // tether.v1 is text frames only
+            };
+            with_driver(|d| {
+                if d.socket_gen == gen_ {
+                    d.session.handle_text(Instant::now(), &text);
+                    d.pump();
+                }
+            });
+        });
+        let on_close = Closure::<dyn FnMut(CloseEvent)>::new(move |ev: CloseEvent| {
+            with_driver(|d| {
+                if d.socket_gen == gen_ {
+                    d.socket = None;
+                    d.hello_pending = false;
+                    let code = CloseCode(ev.code());
+                    d.session.handle_input(
+                        Instant::now(),
+                        Input::Closed {
+                            code,
+                            reason: ev.reason(),
+                        },
+                    );
+                    d.pump();
+                }
+            });
+        });
+        ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+        ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+        self.socket = Some(Socket {
+            ws,
+            _on_open: on_open,
+            _on_message: on_message,
+            _on_close: on_close,
+        });
+    }
+
+    fn drop_socket(&mut self, code: Option<CloseCode>, reason: &str) {
+        self.hello_pending = false;
+        self.token_wants.hello = false;
+        if let Some(socket) = self.socket.take() {
+            socket.discard(code, reason);
+        }
+    }
+
+    fn send(&mut self, msg: &ClientMessage) {
+        if let Some(socket) = &self.socket {
+            // A failed send means the socket is closing; its close event tells the session.
+            let _ = socket.ws.send_with_str(&protocol::encode(msg));
+        }
+    }
+
+    fn send_hello(&mut self) {
+        self.hello_pending = false;
+        let Some(held) = &self.token else {
+            return;
+        };
+        let hello = ClientMessage::Hello(Hello {
+            token: held.token(),
+            client: Some(format!("web/{}", env!("CARGO_PKG_VERSION"))),
+        });
+        self.send(&hello);
+    }
+
+    fn token_usable(&self) -> bool {
+        self.token
+            .as_ref()
+            .is_some_and(|t| t.fresh(now_ms(), 10_000.0))
+    }
+
+    /// Starts one token fetch (if none is running); [`Driver::on_token`] serves every want.
+    fn fetch_token(&mut self) {
+        if self.fetching_token {
+            return;
+        }
+        self.fetching_token = true;
+        let config = self.config.clone();
+        let sub = self.sub.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            let result = token::obtain(&config, &sub).await;
+            with_driver(|d| {
+                d.fetching_token = false;
+                d.on_token(result);
+                d.pump();
+            });
+        });
+    }
+
+    fn on_token(&mut self, result: Result<HeldToken, String>) {
+        let wants = std::mem::take(&mut self.token_wants);
+        let now = Instant::now();
+        match result {
+            Ok(held) => {
+                token::save(&held);
+                self.token = Some(held.clone());
+                if wants.renew {
+                    self.model.log(Level::Info, "Got a new token");
+                    self.session.handle_input(now, Input::TokenAvailable);
+                }
+                if wants.refresh {
+                    let sent = self.session.refresh_token(held.token());
+                    self.model.log(
+                        Level::Info,
+                        if sent {
+                            "Token refreshed without reconnecting"
+                        } else {
+                            "Got a new token; the next connection uses it"
+                        },
+                    );
+                }
+                if self.hello_pending {
+                    self.send_hello();
+                }
+            }
+            Err(err) => {
+                self.model
+                    .log(Level::Warn, format!("Could not get a token: {err}"));
+                if wants.renew {
+                    self.session.handle_input(now, Input::TokenUnavailable);
+                }
+                if self.hello_pending {
+                    // No hello without a token: this attempt fails like a broken transport.
+                    self.drop_socket(None, "");
+                    self.session.handle_input(
+                        now,
+                        Input::TransportError {
+                            reason: format!("no token: {err}"),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, now: Instant, event: SessionEvent) {
+        let model = self.model;
+        match event {
+            SessionEvent::Connection(ev) => self.on_connection_event(now, ev),
+            SessionEvent::Message(d) => {
+                model.add_message(MessageRow {
+                    text: payload_text(&d.data),
+                    channel: d.channel,
+                    offset: d.offset,
+                    id: d.id,
+                    published_ms: d.published_at.unix_millis(),
+                });
+                self.save_view();
+            }
+            SessionEvent::Queue(QueueEvent::Acked {
+                offset,
+                duplicate,
+                channel,
+                ..
+            }) => {
+                let how = if duplicate {
+                    " (already stored: not stored twice)"
+                } else {
+                    ""
+                };
+                model.log(
+                    Level::Info,
+                    format!("Message stored in {channel} at offset {offset}{how}"),
+                );
+            }
+            SessionEvent::Queue(QueueEvent::Failed { id, reason, .. }) => {
+                let why = match reason {
+                    FailReason::Refused { code, message } => format!("{} {message}", code.as_str()),
+                    FailReason::Expired => "it waited longer than the deduplication window".into(),
+                    FailReason::TooLarge => "the server refused it as too large".into(),
+                };
+                let text = format!("Message {id} failed: {why}");
+                model.log(Level::Error, text.clone());
+                model.notice.set(Some(text));
+            }
+            SessionEvent::Queue(QueueEvent::RetryLater { code, .. }) => {
+                model.log(
+                    Level::Warn,
+                    format!(
+                        "The server asked to wait before sending more ({})",
+                        code.as_str()
+                    ),
+                );
+            }
+            SessionEvent::Subscription(ev) => self.on_subscription_event(ev),
+            SessionEvent::Alert(ev) => self.on_alert(ev),
+            SessionEvent::Quality(_) => {}
+            SessionEvent::ServerError(e) => {
+                let text = match &e.channel {
+                    Some(c) => format!("Server error on {c}: {} {}", e.code.as_str(), e.message),
+                    None => format!("Server error: {} {}", e.code.as_str(), e.message),
+                };
+                if let Some(c) = &e.channel {
+                    self.channel_status
+                        .insert(c.clone(), format!("Refused: {}", e.code.as_str()));
+                    model.notice.set(Some(text.clone()));
+                }
+                model.log(Level::Warn, text);
+            }
+            SessionEvent::TokenExpiring { expires_at } => {
+                model.log(
+                    Level::Info,
+                    format!(
+                        "The token expires at {}; getting a new one",
+                        clock(expires_at.unix_millis() as f64)
+                    ),
+                );
+                self.token_wants.refresh = true;
+                self.fetch_token();
+            }
+            SessionEvent::TokenRefreshed { token_expires_at } => {
+                model.log(
+                    Level::Info,
+                    format!(
+                        "Token refreshed; valid until {}",
+                        clock(token_expires_at.unix_millis() as f64)
+                    ),
+                );
+            }
+            SessionEvent::Undecodable { error } => {
+                model.log(
+                    Level::Warn,
+                    format!("Ignored a frame the client does not understand: {error}"),
+                );
+            }
+            SessionEvent::PersistRequested => {
+                storage::set(keys::SESSION, &self.session.persist());
+            }
+        }
+    }
+
+    fn on_connection_event(&mut self, now: Instant, ev: Event) {
+        let model = self.model;
+        match ev {
+            Event::StateChanged { from, to } => {
+                model.state.set(to);
+                if to != ConnectionState::Connected {
+                    model.connection_id.set(None);
+                    for status in self.channel_status.values_mut() {
+                        *status = "Waiting for the connection".to_owned();
+                    }
+                }
+                if !to.is_trying() {
+                    model.next_attempt_ms.set(None);
+                    model.wait_cause.set(None);
+                    model.attempt.set(0);
+                }
+                let level = match to {
+                    ConnectionState::Failed => Level::Error,
+                    ConnectionState::Connected | ConnectionState::Connecting => Level::Info,
+                    _ => Level::Warn,
+                };
+                model.log(
+                    level,
+                    format!("State {} → {} ({})", from.as_str(), to.as_str(), to.label()),
+                );
+            }
+            Event::AttemptScheduled {
+                attempt,
+                delay,
+                cause,
+                ..
+            } => {
+                model.attempt.set(attempt);
+                model
+                    .next_attempt_ms
+                    .set(Some(now_ms() + delay.as_millis() as f64));
+                let cause = match cause {
+                    WaitCause::Backoff => "backoff",
+                    WaitCause::ServerAdvice => "server advice",
+                    WaitCause::Breaker => "circuit breaker open",
+                    WaitCause::NetworkOnline => "network back online",
+                };
+                model.wait_cause.set(Some(cause));
+                model.log(
+                    Level::Info,
+                    format!("Attempt {attempt} in {} ({cause})", seconds(delay)),
+                );
+            }
+            Event::AttemptStarted { attempt } => {
+                model.attempt.set(attempt);
+                model.next_attempt_ms.set(None);
+                model.wait_cause.set(None);
+                model.log(Level::Info, format!("Attempt {attempt}: connecting"));
+            }
+            Event::RetryFailed {
+                attempt,
+                reason,
+                remaining,
+                ..
+            } => {
+                model.log(
+                    Level::Warn,
+                    format!(
+                        "Attempt {attempt} failed: {} ({}); {remaining} left",
+                        failure_text(&reason),
+                        reason.error_code().as_str()
+                    ),
+                );
+            }
+            Event::GaveUp { failures, reason } => {
+                model.log(
+                    Level::Error,
+                    format!(
+                        "Gave up after {failures} failed attempts: {}",
+                        failure_text(&reason)
+                    ),
+                );
+            }
+            Event::Connected {
+                attempt,
+                connection_id,
+                heartbeat,
+                ..
+            } => {
+                model.connection_id.set(Some(connection_id.clone()));
+                model.log(
+                    Level::Info,
+                    format!(
+                        "Connected on attempt {attempt} as {connection_id} (heartbeat {})",
+                        seconds(heartbeat)
+                    ),
+                );
+                for status in self.channel_status.values_mut() {
+                    *status = "Resubscribing…".to_owned();
+                }
+            }
+            Event::ConnectionLost {
+                reason,
+                connected_for,
+            } => {
+                model.log(
+                    Level::Warn,
+                    format!(
+                        "Connection lost after {}: {}",
+                        seconds(connected_for),
+                        failure_text(&reason)
+                    ),
+                );
+            }
+            Event::TokenNeeded => {
+                self.token = None;
+                token::forget();
+                if token::renewable(&self.config, &self.sub) {
+                    model.log(
+                        Level::Warn,
+                        "The server refused the token; getting a new one",
+                    );
+                    self.token_wants.renew = true;
+                    self.fetch_token();
+                } else {
+                    model.log(
+                        Level::Error,
+                        "The server refused the token and no new one can be had",
+                    );
+                    self.session.handle_input(now, Input::TokenUnavailable);
+                }
+            }
+            Event::Breaker(t) => {
+                model.log(Level::Warn, format!("Circuit breaker: {t:?}"));
+            }
+            Event::Rtt { rtt } => {
+                model.rtt.update(|samples| {
+                    samples.push_back(rtt.as_secs_f64() * 1000.0);
+                    while samples.len() > RTT_HISTORY {
+                        samples.pop_front();
+                    }
+                });
+            }
+            Event::LatencySpike { rtt, threshold } => {
+                model.log(
+                    Level::Warn,
+                    format!(
+                        "Latency spike: {} ms (threshold {} ms)",
+                        rtt.as_millis(),
+                        threshold.as_millis()
+                    ),
+                );
+            }
+        }
+    }
+
+    fn on_subscription_event(&mut self, ev: SubscriptionEvent) {
+        let model = self.model;
+        match ev {
+            SubscriptionEvent::Subscribed {
+                channel,
+                offset,
+                replayed,
+                ..
+            } => {
+                let status = if replayed > 0 {
+                    format!("Subscribed · caught up {replayed} message(s)")
+                } else {
+                    "Subscribed".to_owned()
+                };
+                model.log(
+                    Level::Info,
+                    format!(
+                        "Subscribed to {channel} (latest offset {offset}, {replayed} replayed)"
+                    ),
+                );
+                self.channel_status.insert(channel, status);
+            }
+            SubscriptionEvent::Reset {
+                channel,
+                epoch,
+                replay_from,
+            } => {
+                model.log(
+                    Level::Warn,
+                    format!(
+                        "{channel}: history was reset (epoch {epoch}); reloading from offset {replay_from}"
+                    ),
+                );
+                model
+                    .messages
+                    .update(|m| m.retain(|row| row.channel != channel));
+                self.save_view();
+            }
+            SubscriptionEvent::Gap {
+                channel,
+                expected,
+                got,
+            } => {
+                model.log(
+                    Level::Warn,
+                    format!("{channel}: offsets {expected}..{got} missing; asking for them again"),
+                );
+            }
+            SubscriptionEvent::Ended { channel } => {
+                model.log(Level::Warn, format!("Subscription to {channel} ended"));
+                self.channel_status.remove(&channel);
+            }
+        }
+    }
+
+    fn on_alert(&mut self, ev: AlertEvent) {
+        let model = self.model;
+        match ev {
+            AlertEvent::Begin {
+                kind,
+                value,
+                threshold,
+            } => {
+                let (title, detail) = alert_words(kind, value, threshold);
+                model.log(Level::Warn, format!("Alert: {title} — {detail}"));
+                let key = self.next_alert_key;
+                self.next_alert_key += 1;
+                model.alerts.update(|alerts| {
+                    alerts.insert(
+                        0,
+                        AlertRow {
+                            key,
+                            title,
+                            detail,
+                            began_ms: now_ms(),
+                            ended_ms: None,
+                        },
+                    );
+                    alerts.truncate(crate::model::ALERTS_KEPT);
+                });
+            }
+            AlertEvent::End { kind } => {
+                let (title, _) = alert_words(kind, 0, 0);
+                model.log(Level::Info, format!("Alert over: {title}"));
+                model.alerts.update(|alerts| {
+                    if let Some(row) = alerts
+                        .iter_mut()
+                        .find(|a| a.title == title && a.ended_ms.is_none())
+                    {
+                        row.ended_ms = Some(now_ms());
+                    }
+                });
+            }
+        }
+    }
+
+    /// Copies the session's queue, channels and figures into the model (only what changed).
+    fn sync_model(&mut self, now: Instant) {
+        let queue: Vec<QueuedRow> = self
+            .session
+            .queue()
+            .entries()
+            .map(|q| QueuedRow {
+                id: q.id.clone(),
+                channel: q.channel.clone(),
+                text: payload_text(&q.data),
+                enqueued_ms: q.enqueued_at.unix_millis(),
+                in_flight: q.in_flight,
+                sends: q.sends,
+            })
+            .collect();
+        if self.model.queue.with_untracked(|q| *q != queue) {
+            self.model.queue.set(queue);
+        }
+        let channels: Vec<(String, String)> = self
+            .session
+            .subscriptions()
+            .channels()
+            .map(|(c, _)| {
+                let status = self
+                    .channel_status
+                    .get(c)
+                    .cloned()
+                    .unwrap_or_else(|| "Waiting for the connection".to_owned());
+                (c.to_owned(), status)
+            })
+            .collect();
+        if self.model.channels.with_untracked(|c| *c != channels) {
+            self.model.channels.set(channels);
+        }
+        self.refresh_quality(now);
+    }
+
+    fn refresh_quality(&mut self, now: Instant) {
+        let q = self.session.quality(now);
+        let rtt = self.session.connection().rtt();
+        let quality = Quality {
+            rtt_ms: q.rtt_ms.or(rtt.last.map(|d| d.as_millis() as u64)),
+            rtt_median_ms: q.rtt_median_ms,
+            delivery_rate: q.delivery_rate,
+            sent: q.sent,
+            acked: q.acked,
+            failed_messages: q.failed_messages,
+            failed_attempts: q.failed_attempts,
+            reconnects: q.reconnects,
+            reconnection_success_rate: q.reconnection_success_rate,
+            downtime_total_ms: q.downtime_total_ms,
+            current_downtime_ms: q.current_downtime_ms,
+        };
+        if self.model.quality.with_untracked(|old| *old != quality) {
+            self.model.quality.set(quality);
+        }
+    }
+
+    fn arm_timer(&mut self, now: Instant) {
+        let Some(window) = web_sys::window() else {
+            return;
+        };
+        if let Some(handle) = self.timer.take() {
+            window.clear_timeout_with_handle(handle);
+        }
+        if let Some(at) = self.session.poll_timeout() {
+            let wait = at.saturating_duration_since(now);
+            // setTimeout takes an i32 of ms; the session's timers are far shorter than 24 days.
+            let ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
+            self.timer = window
+                .set_timeout_with_callback_and_timeout_and_arguments_0(
+                    self.timer_cb.as_ref().unchecked_ref(),
+                    ms,
+                )
+                .ok();
+        }
+    }
+
+    fn save_view(&self) {
+        let view = SavedView {
+            messages: self.model.messages.get_untracked(),
+            health: self.model.health.get_untracked(),
+            current_channel: self.model.current_channel.get_untracked(),
+        };
+        if let Ok(json) = serde_json::to_string(&view) {
+            storage::set(keys::VIEW, &json);
+        }
+    }
+}
+
+/// A duration in seconds with one decimal, e.g. `4.2 s`.
+fn seconds(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+/// A failure in words for the log.
+fn failure_text(f: &Failure) -> String {
+    match f {
+        Failure::Closed { code, .. } if code.0 == 1006 => {
+            "the connection closed abnormally (server unreachable or dropped)".to_owned()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// An alert's title and the measured value against its threshold.
+fn alert_words(kind: AlertKind, value: u64, threshold: u64) -> (&'static str, String) {
+    match kind {
+        AlertKind::HighLatency => ("High latency", format!("{value} ms > {threshold} ms")),
+        AlertKind::ReconnectAttempts => (
+            "Many reconnection attempts",
+            format!("{value} attempts > {threshold}"),
+        ),
+        AlertKind::FailedMessages => ("Failed messages", format!("{value} failed > {threshold}")),
+        AlertKind::Downtime => (
+            "Long downtime",
+            format!("down {} s > {} s", value / 1000, threshold / 1000),
+        ),
+    }
+}
+
+/// A unix-ms time as the local `HH:MM:SS`.
+pub fn clock(ms: f64) -> String {
+    let date = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(ms));
+    format!(
+        "{:02}:{:02}:{:02}",
+        date.get_hours(),
+        date.get_minutes(),
+        date.get_seconds()
+    )
+}
