@@ -1,13 +1,14 @@
-//! The driver: one tokio task that moves bytes for the `resilience` machines (STYLE §2).
+//! The driver: one tokio task that moves bytes for the `resilience` [`Session`] (STYLE §2).
 //!
-//! It owns the socket and the machines — [`Connection`], [`OutboundQueue`],
-//! [`Subscriptions`], [`Metrics`], [`Alerts`] — and loops over a `select!` of the app's
-//! commands, the socket (connecting or open), a token fetch, `sleep_until` the earliest
-//! machine deadline, and the cancel token. Each wake feeds one input to the machines; then
-//! [`Driver::pump`] performs what they ask (open or close the socket, send frames) and
-//! reports what happened (events, logs, status). Every decision — when to connect, how long
-//! to wait, when the link is dead, what to resend, which offsets to hand over — is the
-//! machines'; what remains here is plumbing.
+//! The session decides everything — when to connect, how long to wait, when the link is dead,
+//! what to resubscribe and resend, which offsets reach the app, which alerts are on. The
+//! driver owns the socket and loops over a `select!` of the app's commands, the socket
+//! (connecting or open), a token fetch, `sleep_until(poll_timeout)` and the cancel token; each
+//! wake feeds one input to the session, then [`Driver::pump`] does what it asks (open or close
+//! the socket, send frames), reports what happened (events, logs, status) and saves the outbox
+//! when asked. Two things here are plumbing rather than policy: the app's bounded buffers
+//! (a full subscription buffer leaves messages to the server's replay, see
+//! [`SubscriptionSink`]) and the tokens (asked of the [`Credentials`]).
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
@@ -17,21 +18,20 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
 use protocol::{
-    Ack, ClientMessage, CloseCode, ConnectionState, Hello, Publish, Refresh, ServerMessage,
-    Timestamp, Token,
+    Ack, ClientMessage, CloseCode, ConnectionState, ErrorCode, Hello, ServerMessage, Timestamp,
+    Token,
 };
-use resilience::alerts::{AlertConfig, AlertInputs, Alerts};
 use resilience::metrics::Metrics;
-use resilience::queue::{FailReason, OutboundQueue, QueueConfig, QueueEvent};
-use resilience::subscriptions::{SubscriptionEvent, Subscriptions, Verdict};
-use resilience::{Connection, Event, Input, Output};
+use resilience::queue::{FailReason, QueueEvent};
+use resilience::subscriptions::SubscriptionEvent;
+use resilience::{Event, Input, Output, Session, SessionEvent};
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
@@ -43,7 +43,7 @@ use crate::logs;
 use crate::outbox::Outbox;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-type Connecting = Pin<Box<dyn Future<Output = Result<Box<(Ws, Token)>, String>> + Send>>;
+type Connecting = Pin<Box<dyn Future<Output = Result<Box<(Ws, Token)>, OpenError>> + Send>>;
 
 /// RTT samples kept for the status sparkline.
 const RTT_HISTORY: usize = 40;
@@ -51,7 +51,7 @@ const RTT_HISTORY: usize = 40;
 /// What the [`crate::Client`] handle asks of the driver.
 pub(crate) enum Command {
     Publish {
-        publish: Publish,
+        publish: protocol::Publish,
         reply: oneshot::Sender<Result<Ack, PublishError>>,
     },
     Subscribe {
@@ -80,12 +80,23 @@ pub(crate) struct SubscriptionSink {
     pub(crate) behind: Arc<AtomicBool>,
 }
 
+/// Why a connection attempt did not open.
+enum OpenError {
+    /// The upgrade was answered with an HTTP error (429, 503, …).
+    Refused {
+        status: u16,
+        retry_after: Option<Duration>,
+    },
+    /// Anything else: refused TCP, reset, TLS, a token that could not be had.
+    Transport(String),
+}
+
 /// What woke the driver.
 enum Wake {
     Cancelled,
     Command(Option<Command>),
-    Opened(Result<Box<(Ws, Token)>, String>),
-    Frame(Option<Result<Message, tokio_tungstenite::tungstenite::Error>>),
+    Opened(Result<Box<(Ws, Token)>, OpenError>),
+    Frame(Option<Result<Message, WsError>>),
     Token(Result<Token, TokenError>),
     Timer,
 }
@@ -102,13 +113,10 @@ enum TokenPurpose {
 pub(crate) struct Driver {
     config: ClientConfig,
     credentials: Credentials,
-    conn: Connection,
-    queue: OutboundQueue,
-    subs: Subscriptions,
-    metrics: Metrics,
-    alerts: Alerts,
+    session: Session,
     outbox: Option<Outbox>,
-    outbox_dirty: bool,
+    /// The session asked to be saved since the last save.
+    persist_requested: bool,
 
     socket: Option<Ws>,
     connecting: Option<Connecting>,
@@ -121,9 +129,7 @@ pub(crate) struct Driver {
     waiting: HashMap<String, oneshot::Sender<Result<Ack, PublishError>>>,
     sinks: HashMap<String, SubscriptionSink>,
     /// Channels whose app buffer was full: deliveries are left to the server's replay.
-    lagging: HashMap<String, bool>,
-    /// Frames to send at the next pump, in order (subscribes, refresh, unsubscribes).
-    outgoing: VecDeque<ClientMessage>,
+    lagging: HashMap<String, ()>,
 
     commands: mpsc::Receiver<Command>,
     events: broadcast::Sender<ClientEvent>,
@@ -132,17 +138,15 @@ pub(crate) struct Driver {
 
     next_attempt_at: Option<Instant>,
     rtt_history: VecDeque<Duration>,
-    new_rtt: Option<Duration>,
-    next_quality: Instant,
 }
 
 /// The monotonic now, from tokio's clock so that `tokio::time::pause` governs it in tests.
-fn now() -> Instant {
+pub(crate) fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
-/// The wall-clock now, for the queue (whose times must survive a restart).
-fn wall_now() -> Timestamp {
+/// The wall-clock now, the session's anchor for the queue's persisted times.
+pub(crate) fn wall_now() -> Timestamp {
     let ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
@@ -150,29 +154,23 @@ fn wall_now() -> Timestamp {
 }
 
 impl Driver {
-    #[allow(clippy::too_many_arguments)] // Private constructor fed by `Client::start` only.
+    #[allow(clippy::too_many_arguments)] // Private constructor fed by `Client::connect` only.
     pub(crate) fn new(
         config: ClientConfig,
         credentials: Credentials,
-        queue: OutboundQueue,
+        session: Session,
         outbox: Option<Outbox>,
         commands: mpsc::Receiver<Command>,
         events: broadcast::Sender<ClientEvent>,
         status: watch::Sender<Status>,
         cancel: CancellationToken,
     ) -> Self {
-        let now = now();
-        let conn = Connection::new(&config.resilience, now);
-        let alerts = Alerts::new(AlertConfig::from(&config.resilience));
-        let next_quality = now + config.resilience.quality_interval;
         Self {
-            conn,
-            queue,
-            subs: Subscriptions::new(),
-            metrics: Metrics::new(),
-            alerts,
+            config,
+            credentials,
+            session,
             outbox,
-            outbox_dirty: false,
+            persist_requested: false,
             socket: None,
             connecting: None,
             token_fetch: None,
@@ -181,33 +179,18 @@ impl Driver {
             waiting: HashMap::new(),
             sinks: HashMap::new(),
             lagging: HashMap::new(),
-            outgoing: VecDeque::new(),
             commands,
             events,
             status,
             cancel,
             next_attempt_at: None,
             rtt_history: VecDeque::new(),
-            new_rtt: None,
-            next_quality,
-            credentials,
-            config,
-        }
-    }
-
-    /// The queue configuration a client with `config` uses.
-    pub(crate) fn queue_config(config: &resilience::Config) -> QueueConfig {
-        QueueConfig {
-            capacity: config.queue_capacity,
-            max_message_bytes: config.max_message_bytes,
-            dedup_window: config.dedup_window,
-            max_in_flight: config.max_in_flight,
         }
     }
 
     /// Runs until cancelled or until every [`crate::Client`] handle is gone.
     pub(crate) async fn run(mut self) {
-        self.conn.handle_input(now(), Input::Connect);
+        self.session.connect(now());
         loop {
             self.pump().await;
             let wake = self.wait().await;
@@ -220,29 +203,31 @@ impl Driver {
                     self.connecting = None;
                     self.socket = Some(ws);
                     self.hello_token = Some(token);
-                    self.conn.handle_input(now, Input::SocketOpened);
+                    self.session.handle_input(now, Input::SocketOpened);
                 }
-                Wake::Opened(Err(reason)) => {
+                Wake::Opened(Err(err)) => {
                     self.connecting = None;
-                    self.conn
-                        .handle_input(now, Input::TransportError { reason });
-                    self.socket_gone();
+                    let input = match err {
+                        OpenError::Refused {
+                            status,
+                            retry_after,
+                        } => Input::Refused {
+                            status,
+                            retry_after,
+                        },
+                        OpenError::Transport(reason) => Input::TransportError { reason },
+                    };
+                    self.session.handle_input(now, input);
                 }
                 Wake::Frame(frame) => self.on_frame(now, frame),
                 Wake::Token(result) => self.on_token(now, result),
-                Wake::Timer => {
-                    self.conn.handle_timeout(now);
-                    self.queue.handle_timeout(wall_now());
-                    if now >= self.next_quality {
-                        self.next_quality = now + self.config.resilience.quality_interval;
-                        self.emit_quality(now);
-                    }
-                }
+                Wake::Timer => self.session.handle_timeout(now),
             }
         }
         // Closing: say goodbye, keep the queue on disk for the next client.
-        self.conn.handle_input(now(), Input::Close);
+        self.session.close(now());
         self.pump().await;
+        self.persist_requested = true;
         self.save_outbox();
         for (_, reply) in self.waiting.drain() {
             let _ = reply.send(Err(PublishError::Closed)); // The caller may be gone too.
@@ -251,7 +236,7 @@ impl Driver {
 
     /// Sleeps until something happens.
     async fn wait(&mut self) -> Wake {
-        let deadline = self.deadline();
+        let deadline = self.session.poll_timeout();
         let sleep = async {
             match deadline {
                 Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -287,32 +272,15 @@ impl Driver {
         }
     }
 
-    /// The earliest deadline of any machine.
-    fn deadline(&self) -> Option<Instant> {
-        let now_i = now();
-        let now_t = wall_now();
-        let queue = self.queue.poll_timeout().map(|at| {
-            let ms = u64::try_from(at.millis_since(now_t)).unwrap_or(0);
-            now_i + Duration::from_millis(ms)
-        });
-        [
-            self.conn.poll_timeout(),
-            self.alerts.poll_timeout(self.metrics.down_since()),
-            queue,
-            Some(self.next_quality),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-    }
-
     fn on_command(&mut self, now: Instant, cmd: Command) {
         match cmd {
             Command::Publish { publish, reply } => {
                 let id = publish.id.clone();
-                match self.queue.push(wall_now(), publish) {
+                match self
+                    .session
+                    .publish(now, publish.id, publish.channel, publish.data)
+                {
                     Ok(()) => {
-                        self.outbox_dirty = true;
                         self.waiting.insert(id, reply);
                     }
                     Err(err) => {
@@ -325,160 +293,98 @@ impl Driver {
                 since,
                 sink,
                 reply,
-            } => match self.subs.subscribe(&channel, since) {
-                Ok(frame) => {
+            } => {
+                let result = self.session.subscribe(now, &channel, since);
+                if result.is_ok() {
                     self.sinks.insert(channel.clone(), sink);
                     self.lagging.remove(&channel);
-                    if self.conn.state() == ConnectionState::Connected {
-                        self.send_later(ClientMessage::Subscribe(frame));
-                    }
-                    let _ = reply.send(Ok(())); // Caller may be gone.
                 }
-                Err(err) => {
-                    let _ = reply.send(Err(err)); // Caller may be gone.
-                }
-            },
+                let _ = reply.send(result); // Caller may be gone.
+            }
             Command::Unsubscribe { channel } => {
                 self.sinks.remove(&channel);
                 self.lagging.remove(&channel);
-                if let Some(frame) = self.subs.unsubscribe(&channel)
-                    && self.conn.state() == ConnectionState::Connected
-                {
-                    self.send_later(ClientMessage::Unsubscribe(frame));
-                }
+                self.session.unsubscribe(now, &channel);
             }
             Command::Resume { channel } => {
-                if self.lagging.remove(&channel).is_some()
-                    && self.conn.state() == ConnectionState::Connected
-                    && let Ok(frame) = self.subs.subscribe(&channel, None)
-                {
-                    self.send_later(ClientMessage::Subscribe(frame));
+                if self.lagging.remove(&channel).is_some() {
+                    // From the tracked position: the replay brings what was left behind.
+                    let _ = self.session.subscribe(now, &channel, None); // Valid: tracked.
                 }
             }
-            Command::Retry => self.conn.handle_input(now, Input::Retry),
-            Command::NetworkOnline => self.conn.handle_input(now, Input::NetworkOnline),
-            Command::NetworkOffline => self.conn.handle_input(now, Input::NetworkOffline),
+            Command::Retry => self.session.retry(now),
+            Command::NetworkOnline => self.session.handle_input(now, Input::NetworkOnline),
+            Command::NetworkOffline => self.session.handle_input(now, Input::NetworkOffline),
         }
     }
 
-    fn on_frame(
-        &mut self,
-        now: Instant,
-        frame: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
-    ) {
+    fn on_frame(&mut self, now: Instant, frame: Option<Result<Message, WsError>>) {
         let text = match frame {
             Some(Ok(Message::Text(text))) => text,
             Some(Ok(Message::Close(close))) => {
                 let (code, reason) = close.map_or((CloseCode(1005), String::new()), |f| {
                     (CloseCode(u16::from(f.code)), f.reason.to_string())
                 });
-                if code == CloseCode::MESSAGE_TOO_BIG {
-                    // Before the socket is forgotten: the queue needs to know what was in flight.
-                    self.queue.fail_largest_in_flight();
-                }
-                self.conn.handle_input(now, Input::Closed { code, reason });
                 self.socket_gone();
+                self.session
+                    .handle_input(now, Input::Closed { code, reason });
                 return;
             }
             // Pings are answered by tungstenite; binary frames are not part of tether.v1.
             Some(Ok(_)) => return,
             Some(Err(err)) => {
-                self.conn.handle_input(
-                    now,
-                    Input::TransportError {
-                        reason: err.to_string(),
-                    },
-                );
                 self.socket_gone();
+                let reason = err.to_string();
+                self.session
+                    .handle_input(now, Input::TransportError { reason });
                 return;
             }
             None => {
-                self.conn.handle_input(
+                self.socket_gone();
+                let reason = "connection dropped without a close frame".to_owned();
+                self.session.handle_input(
                     now,
                     Input::Closed {
                         code: CloseCode(1006),
-                        reason: "connection dropped without a close frame".into(),
+                        reason,
                     },
                 );
-                self.socket_gone();
                 return;
             }
         };
         let msg = match protocol::decode_server(&text) {
             Ok(msg) => msg,
-            Err(err) => {
-                tracing::debug!(component = "client", event = "bad_frame", error = %err);
+            Err(_) => return self.session.handle_text(now, &text),
+        };
+        match &msg {
+            ServerMessage::Message(d) if !self.has_room(&d.channel) => {
+                // The app's buffer is full: leave this one to the replay on resume. (The link's
+                // liveness does not need it: pongs keep arriving.)
                 return;
             }
-        };
-        self.conn.handle_frame(now, &msg);
-        match msg {
-            ServerMessage::Welcome(welcome) => {
-                let max = usize::try_from(welcome.max_message_bytes).unwrap_or(usize::MAX);
-                self.queue.set_max_message_bytes(max);
-                for frame in self.subs.resubscribe_all() {
-                    self.send_later(ClientMessage::Subscribe(frame));
-                }
-                self.lagging.clear();
-            }
-            ServerMessage::Subscribed(s) => self.subs.on_subscribed(&s),
-            ServerMessage::Message(delivery) => self.on_delivery(delivery),
-            ServerMessage::Ack(ack) => {
-                self.queue.on_ack(&ack);
-            }
-            ServerMessage::Nack(nack) => {
-                self.queue.on_nack(wall_now(), &nack);
-            }
-            ServerMessage::Unsubscribed(u) => self.subs.on_ended(&u.channel),
-            ServerMessage::Error(e) => match &e.channel {
-                Some(channel) => {
-                    if let Some(sink) = self.sinks.remove(channel) {
-                        let _ = sink.tx.try_send(SubscriptionItem::Ended {
-                            code: Some(e.code),
-                            message: e.message.clone(),
-                        }); // A full or dropped subscription just ends.
-                    }
-                    self.subs.on_ended(channel);
-                }
-                None => self.emit(ClientEvent::ServerError {
-                    code: e.code,
-                    message: e.message,
-                }),
-            },
-            ServerMessage::TokenExpiring(_) => {
-                // A fixed token cannot be renewed: the server closes with 4401 at expiry.
-                if self.token_fetch.is_none() && self.credentials.can_renew() {
-                    self.token_fetch = Some((TokenPurpose::Refresh, self.credentials.fetch()));
-                }
-            }
-            ServerMessage::Refreshed(_) => self.emit(ClientEvent::TokenRefreshed),
             ServerMessage::Reconnect(r) => self.emit(ClientEvent::ReconnectAdvised {
                 after_ms: r.after_ms,
             }),
-            ServerMessage::Pong(_) => {}
+            _ => {}
         }
+        self.session.handle_message(now, msg);
     }
 
-    fn on_delivery(&mut self, delivery: protocol::Delivery) {
-        let channel = delivery.channel.clone();
-        if self.lagging.contains_key(&channel) {
-            return; // Left to the replay after the app catches up.
+    /// Whether the app's buffer for `channel` can take a message (one slot is kept for a
+    /// control item). A full one marks the channel lagging until the app drains it.
+    fn has_room(&mut self, channel: &str) -> bool {
+        if self.lagging.contains_key(channel) {
+            return false;
         }
-        let Some(sink) = self.sinks.get(&channel) else {
-            // Not ours (any more); the tracker drops it too.
-            let _ = self.subs.on_delivery(&delivery);
-            return;
+        let Some(sink) = self.sinks.get(channel) else {
+            return true; // Not ours: the session drops it.
         };
-        // Keep one slot free for a control item (reset, end).
-        if sink.tx.capacity() <= 1 && !sink.tx.is_closed() {
-            sink.behind.store(true, Ordering::Release);
-            self.lagging.insert(channel, true);
-            return;
+        if sink.tx.capacity() > 1 || sink.tx.is_closed() {
+            return true;
         }
-        if self.subs.on_delivery(&delivery) == Verdict::Accept {
-            // The app dropping its Subscription is its way to stop listening.
-            let _ = sink.tx.try_send(SubscriptionItem::Message(delivery));
-        }
+        sink.behind.store(true, Ordering::Release);
+        self.lagging.insert(channel.to_owned(), ());
+        false
     }
 
     fn on_token(&mut self, now: Instant, result: Result<Token, TokenError>) {
@@ -488,19 +394,18 @@ impl Driver {
         match (purpose, result) {
             (TokenPurpose::Renew, Ok(token)) => {
                 self.renewed = Some(token);
-                self.conn.handle_input(now, Input::TokenAvailable);
+                self.session.handle_input(now, Input::TokenAvailable);
             }
             // A passing failure: try again after a backoff delay (fetching again then).
             (TokenPurpose::Renew, Err(TokenError::Unavailable(_))) => {
-                self.conn.handle_input(now, Input::TokenAvailable);
+                self.session.handle_input(now, Input::TokenAvailable);
             }
             (TokenPurpose::Renew, Err(TokenError::Denied(_))) => {
-                self.conn.handle_input(now, Input::TokenUnavailable);
+                self.session.handle_input(now, Input::TokenUnavailable);
             }
             (TokenPurpose::Refresh, Ok(token)) => {
-                if self.conn.state() == ConnectionState::Connected {
-                    self.send_later(ClientMessage::Refresh(Refresh { token }));
-                }
+                // Not connected: the next `hello` fetches a token anyway.
+                let _ = self.session.refresh_token(token);
             }
             (TokenPurpose::Refresh, Err(err)) => {
                 tracing::warn!(component = "client", event = "token_refresh_failed", reason = %err);
@@ -508,63 +413,26 @@ impl Driver {
         }
     }
 
-    /// Frames to send at the next pump (in order).
-    fn send_later(&mut self, msg: ClientMessage) {
-        self.outgoing.push_back(msg);
-    }
-
-    /// The socket ended (reported to the machine already): forget it.
+    /// The socket ended (about to be reported to the session): forget it.
     fn socket_gone(&mut self) {
         self.socket = None;
         self.connecting = None;
         self.hello_token = None;
-        self.outgoing.clear();
-        self.queue.on_disconnect();
     }
 
-    /// Performs what the machines ask and reports what happened, until they are quiet.
+    /// Reports what the session decided and does what it asks, until it is quiet.
     async fn pump(&mut self) {
         loop {
-            let now = now();
             let mut busy = false;
-            while let Some(output) = self.conn.poll_output() {
+            while let Some(event) = self.session.poll_event() {
                 busy = true;
-                self.perform(now, output).await;
+                self.on_session_event(now(), event);
             }
-            while let Some(event) = self.conn.poll_event() {
-                busy = true;
-                self.metrics.on_event(&event);
-                self.on_connection_event(now, event);
-            }
-            let connected = self.conn.state() == ConnectionState::Connected;
-            while let Some(frame) = self.subs.poll_resubscribe() {
-                if connected {
-                    self.send_later(ClientMessage::Subscribe(frame));
-                }
-            }
-            while let Some(event) = self.subs.poll_event() {
-                self.on_subscription_event(event);
-            }
-            while let Some(event) = self.queue.poll_event() {
-                self.on_queue_event(now, event);
-            }
-            self.metrics
-                .on_state(now, self.conn.state(), self.conn.is_wanted());
-            let inputs = AlertInputs {
-                new_rtt: self.new_rtt.take(),
-                connected,
-                outage_attempts: self.metrics.outage_attempts(),
-                down_since: self.metrics.down_since(),
-            };
-            self.alerts.evaluate(now, &inputs);
-            while let Some(alert) = self.alerts.poll_event() {
-                logs::alert(&alert);
-                self.emit(ClientEvent::Alert(alert));
-            }
-            // Persist before sending: whatever may reach the server is on disk first.
+            // Before sending: whatever may reach the server is on disk first.
             self.save_outbox();
-            if connected && self.socket.is_some() {
-                busy |= !self.flush().await;
+            while let Some(output) = self.session.poll_output() {
+                busy = true;
+                self.perform(output).await;
             }
             if !busy {
                 break;
@@ -573,39 +441,7 @@ impl Driver {
         self.publish_status(now());
     }
 
-    /// Sends the pending frames, then the queue's due publishes. False if the socket failed.
-    async fn flush(&mut self) -> bool {
-        while let Some(msg) = self.outgoing.pop_front() {
-            if !self.send(&msg).await {
-                return false;
-            }
-        }
-        while let Some(publish) = self.queue.poll_transmit(wall_now()) {
-            if !self.send(&ClientMessage::Publish(publish)).await {
-                return false;
-            }
-        }
-        true
-    }
-
-    /// Writes one frame; on failure reports it to the machine and forgets the socket.
-    async fn send(&mut self, msg: &ClientMessage) -> bool {
-        let Some(ws) = self.socket.as_mut() else {
-            return false;
-        };
-        let text = Message::Text(Utf8Bytes::from(protocol::encode(msg)));
-        let reason = match tokio::time::timeout(self.config.send_timeout, ws.send(text)).await {
-            Ok(Ok(())) => return true,
-            Ok(Err(err)) => err.to_string(),
-            Err(_) => format!("writing a frame took over {:?}", self.config.send_timeout),
-        };
-        self.conn
-            .handle_input(now(), Input::TransportError { reason });
-        self.socket_gone();
-        false
-    }
-
-    async fn perform(&mut self, now: Instant, output: Output) {
+    async fn perform(&mut self, output: Output) {
         match output {
             Output::OpenSocket { .. } => {
                 self.socket_gone();
@@ -620,9 +456,7 @@ impl Driver {
                     self.send(&hello).await;
                 }
             }
-            Output::Send(msg) => {
-                self.send(&msg).await;
-            }
+            Output::Send(msg) => self.send(&msg).await,
             Output::CloseSocket { code, reason } => {
                 if let Some(mut ws) = self.socket.take() {
                     let frame = CloseFrame {
@@ -634,13 +468,30 @@ impl Driver {
                     let _ = tokio::time::timeout(wait, ws.close(Some(frame))).await;
                 }
                 self.socket_gone();
-                let _ = now;
             }
         }
     }
 
+    /// Writes one frame; a failure is reported to the session (which then asks for a new
+    /// socket). Without a socket (it just failed) the frame is dropped: the session resends
+    /// what matters after the next `welcome`.
+    async fn send(&mut self, msg: &ClientMessage) {
+        let Some(ws) = self.socket.as_mut() else {
+            return;
+        };
+        let text = Message::Text(Utf8Bytes::from(protocol::encode(msg)));
+        let reason = match tokio::time::timeout(self.config.send_timeout, ws.send(text)).await {
+            Ok(Ok(())) => return,
+            Ok(Err(err)) => err.to_string(),
+            Err(_) => format!("writing a frame took over {:?}", self.config.send_timeout),
+        };
+        self.socket_gone();
+        self.session
+            .handle_input(now(), Input::TransportError { reason });
+    }
+
     /// A connection attempt: fetch the token (or use the renewed one), open the WebSocket
-    /// offering `tether.v1`. Its time limit is the machine's (it closes the attempt).
+    /// offering `tether.v1`. Its time limit is the session's (it closes the attempt).
     fn open(&mut self) -> Connecting {
         let token: TokenFuture = match self.renewed.take() {
             Some(token) => Box::pin(async move { Ok(token) }),
@@ -648,26 +499,88 @@ impl Driver {
         };
         let url = self.config.url.clone();
         Box::pin(async move {
-            let token = token.await.map_err(|err| err.to_string())?;
+            let token = token
+                .await
+                .map_err(|err| OpenError::Transport(err.to_string()))?;
             let mut request = url
                 .as_str()
                 .into_client_request()
-                .map_err(|err| err.to_string())?;
+                .map_err(|err| OpenError::Transport(err.to_string()))?;
             request.headers_mut().insert(
                 "Sec-WebSocket-Protocol",
                 HeaderValue::from_static(protocol::SUBPROTOCOL),
             );
-            let (ws, _response) = tokio_tungstenite::connect_async_with_config(request, None, true)
-                .await
-                .map_err(|err| err.to_string())?;
-            Ok(Box::new((ws, token)))
+            match tokio_tungstenite::connect_async_with_config(request, None, true).await {
+                Ok((ws, _response)) => Ok(Box::new((ws, token))),
+                Err(WsError::Http(response)) => Err(OpenError::Refused {
+                    status: response.status().as_u16(),
+                    retry_after: response
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(Duration::from_secs),
+                }),
+                Err(err) => Err(OpenError::Transport(err.to_string())),
+            }
         })
     }
 
+    fn on_session_event(&mut self, now: Instant, event: SessionEvent) {
+        match event {
+            SessionEvent::Connection(event) => self.on_connection_event(now, event),
+            SessionEvent::Message(delivery) => {
+                if let Some(sink) = self.sinks.get(&delivery.channel) {
+                    // Room was checked before the frame was fed; a dropped Subscription is
+                    // the app's way to stop listening.
+                    let _ = sink.tx.try_send(SubscriptionItem::Message(delivery));
+                }
+            }
+            SessionEvent::Queue(event) => self.on_queue_event(event),
+            SessionEvent::Subscription(event) => self.on_subscription_event(event),
+            SessionEvent::Alert(alert) => {
+                logs::alert(&alert);
+                self.emit(ClientEvent::Alert(alert));
+            }
+            SessionEvent::Quality(snapshot) => {
+                logs::quality(&snapshot, self.session.connection().connection_id());
+                self.emit(ClientEvent::Quality(snapshot));
+            }
+            SessionEvent::ServerError(e) => match &e.channel {
+                Some(channel) if matches!(e.code, ErrorCode::Forbidden | ErrorCode::BadRequest) => {
+                    if let Some(sink) = self.sinks.remove(channel) {
+                        // One slot is always kept free for control items.
+                        let _ = sink.tx.try_send(SubscriptionItem::Ended {
+                            code: Some(e.code),
+                            message: e.message.clone(),
+                        });
+                    }
+                    self.lagging.remove(channel);
+                }
+                _ => self.emit(ClientEvent::ServerError {
+                    code: e.code,
+                    message: e.message,
+                }),
+            },
+            SessionEvent::TokenExpiring { .. } => {
+                // A fixed token cannot be renewed: the server closes with 4401 at expiry.
+                if self.token_fetch.is_none() && self.credentials.can_renew() {
+                    self.token_fetch = Some((TokenPurpose::Refresh, self.credentials.fetch()));
+                }
+            }
+            SessionEvent::TokenRefreshed { .. } => self.emit(ClientEvent::TokenRefreshed),
+            SessionEvent::Undecodable { error } => {
+                tracing::debug!(component = "client", event = "bad_frame", error = %error);
+            }
+            SessionEvent::PersistRequested => self.persist_requested = true,
+        }
+    }
+
     fn on_connection_event(&mut self, now: Instant, event: Event) {
+        let conn = self.session.connection();
         match event {
             Event::StateChanged { from, to } => {
-                logs::state_changed(from, to, self.conn.attempt(), self.conn.connection_id());
+                logs::state_changed(from, to, conn.attempt(), conn.connection_id());
                 self.emit(ClientEvent::StateChanged { from, to });
             }
             Event::AttemptScheduled {
@@ -710,19 +623,16 @@ impl Driver {
             Event::ConnectionLost {
                 reason,
                 connected_for,
-            } => {
-                self.queue.on_disconnect();
-                self.emit(ClientEvent::ConnectionLost {
-                    code: reason.error_code(),
-                    reason: reason.to_string(),
-                    connected_for,
-                });
-            }
+            } => self.emit(ClientEvent::ConnectionLost {
+                code: reason.error_code(),
+                reason: reason.to_string(),
+                connected_for,
+            }),
             Event::TokenNeeded => {
                 if self.credentials.can_renew() {
                     self.token_fetch = Some((TokenPurpose::Renew, self.credentials.fetch()));
                 } else {
-                    self.conn.handle_input(now, Input::TokenUnavailable);
+                    self.session.handle_input(now, Input::TokenUnavailable);
                 }
             }
             Event::Breaker(transition) => {
@@ -734,11 +644,10 @@ impl Driver {
                     self.rtt_history.pop_front();
                 }
                 self.rtt_history.push_back(rtt);
-                self.new_rtt = Some(rtt);
                 self.emit(ClientEvent::Rtt(rtt));
             }
             Event::LatencySpike { rtt, threshold } => {
-                logs::latency_spike(rtt, threshold, self.conn.connection_id());
+                logs::latency_spike(rtt, threshold, conn.connection_id());
             }
         }
     }
@@ -783,8 +692,7 @@ impl Driver {
         }
     }
 
-    fn on_queue_event(&mut self, now: Instant, event: QueueEvent) {
-        self.outbox_dirty = true;
+    fn on_queue_event(&mut self, event: QueueEvent) {
         match event {
             QueueEvent::Acked {
                 id,
@@ -812,7 +720,6 @@ impl Driver {
                 channel,
                 reason,
             } => {
-                self.alerts.on_message_failed(now);
                 let (error, text) = match reason {
                     FailReason::Refused { code, message } => {
                         let text = format!("{code}: {message}");
@@ -834,7 +741,6 @@ impl Driver {
                 });
             }
             QueueEvent::RetryLater { id, code, .. } => {
-                self.outbox_dirty = false;
                 tracing::debug!(component = "client", event = "publish_retry_later", id = %id, code = %code);
             }
         }
@@ -846,46 +752,28 @@ impl Driver {
     }
 
     fn save_outbox(&mut self) {
-        if !self.outbox_dirty {
+        if !std::mem::take(&mut self.persist_requested) {
             return;
         }
-        self.outbox_dirty = false;
         if let Some(outbox) = &self.outbox
-            && let Err(err) = outbox.save(&self.queue)
+            && let Err(err) = outbox.save(&self.session.persist())
         {
             tracing::error!(component = "client", event = "outbox_write_failed", error = %err);
         }
     }
 
-    fn emit_quality(&mut self, now: Instant) {
-        let snapshot = self.snapshot(now);
-        logs::quality(&snapshot, self.conn.connection_id());
-        self.emit(ClientEvent::Quality(snapshot));
-    }
-
-    fn snapshot(&self, now: Instant) -> resilience::metrics::QualitySnapshot {
-        self.metrics.snapshot(
-            now,
-            self.conn.rtt(),
-            self.queue.stats(),
-            self.queue.len(),
-            self.alerts.active(),
-        )
-    }
-
     fn publish_status(&mut self, now: Instant) {
-        let quality = self.snapshot(now);
+        let quality = self.session.quality(now);
+        let conn = self.session.connection();
         let status = Status {
-            state: self.conn.state(),
-            attempt: self.conn.attempt(),
-            next_attempt_at: self
-                .next_attempt_at
-                .filter(|_| self.conn.state().is_trying()),
-            connection_id: self.conn.connection_id().map(str::to_owned),
-            rtt: self.conn.rtt(),
+            state: conn.state(),
+            attempt: conn.attempt(),
+            next_attempt_at: self.next_attempt_at.filter(|_| conn.state().is_trying()),
+            connection_id: conn.connection_id().map(str::to_owned),
+            rtt: conn.rtt(),
             rtt_history: self.rtt_history.iter().copied().collect(),
             reconnects: quality.reconnects,
-            queue_length: self.queue.len(),
+            queue_length: self.session.queue().len(),
             alerts: quality.alerts.clone(),
             quality,
         };

@@ -53,6 +53,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use protocol::{Ack, Publish};
+use resilience::Session;
 use tokio::sync::{Mutex, broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -103,11 +104,18 @@ impl Client {
         if !(config.url.starts_with("ws://") || config.url.starts_with("wss://")) {
             return Err(ClientError::BadUrl(config.url));
         }
-        let queue_config = Driver::queue_config(&config.resilience);
         let outbox = config.outbox.clone().map(Outbox::new);
-        let queue = match &outbox {
-            Some(outbox) => outbox.load(queue_config)?,
-            None => resilience::queue::OutboundQueue::new(queue_config),
+        let (now, wall) = (driver::now(), driver::wall_now());
+        let saved = match &outbox {
+            Some(outbox) => outbox.load()?,
+            None => None,
+        };
+        let session = match (saved, &outbox) {
+            (Some(text), Some(outbox)) => {
+                Session::restore(config.resilience.clone(), now, wall, &text)
+                    .map_err(|e| outbox.corrupt(e))?
+            }
+            _ => Session::new(config.resilience.clone(), now, wall),
         };
         let (commands, command_rx) = mpsc::channel(COMMAND_BUFFER);
         let (events, _) = broadcast::channel(config.event_buffer.max(1));
@@ -117,7 +125,7 @@ impl Client {
         let driver = Driver::new(
             config,
             credentials.into(),
-            queue,
+            session,
             outbox,
             command_rx,
             events.clone(),

@@ -1,11 +1,9 @@
-//! The outbox file: the outbound queue persisted so queued publishes survive a restart of the
-//! client process (CONTRACT §8). Each save writes a temporary file beside the target, syncs
-//! it and renames it over the target, so a crash leaves either the old or the new queue,
-//! never a torn one.
+//! The outbox file: the session's outbound queue (and subscription positions) persisted so
+//! queued publishes survive a restart of the client process (CONTRACT §8). Each save writes a
+//! temporary file beside the target, syncs it and renames it over the target, so a crash
+//! leaves either the old or the new state, never a torn one.
 use std::io::Write;
 use std::path::{Path, PathBuf};
-
-use resilience::queue::{OutboundQueue, QueueConfig};
 
 /// Why the outbox could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -24,7 +22,7 @@ pub enum OutboxError {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: resilience::queue::RestoreError,
+        source: resilience::session::RestoreError,
     },
 }
 
@@ -45,18 +43,11 @@ impl Outbox {
         &self.path
     }
 
-    /// The saved queue, or an empty one when the file does not exist.
-    pub fn load(&self, config: QueueConfig) -> Result<OutboundQueue, OutboxError> {
+    /// The saved text, or `None` when the file does not exist.
+    pub fn load(&self) -> Result<Option<String>, OutboxError> {
         match std::fs::read_to_string(&self.path) {
-            Ok(text) => {
-                OutboundQueue::from_json(config, &text).map_err(|source| OutboxError::Corrupt {
-                    path: self.path.clone(),
-                    source,
-                })
-            }
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                Ok(OutboundQueue::new(config))
-            }
+            Ok(text) => Ok(Some(text)),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(OutboxError::Io {
                 path: self.path.clone(),
                 source,
@@ -64,8 +55,16 @@ impl Outbox {
         }
     }
 
-    /// Saves `queue` atomically: temp file, fsync, rename.
-    pub fn save(&self, queue: &OutboundQueue) -> Result<(), OutboxError> {
+    /// A corrupt-file error for this outbox.
+    pub(crate) fn corrupt(&self, source: resilience::session::RestoreError) -> OutboxError {
+        OutboxError::Corrupt {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Saves `state` (from `Session::persist`) atomically: temp file, fsync, rename.
+    pub fn save(&self, state: &str) -> Result<(), OutboxError> {
         let io = |source| OutboxError::Io {
             path: self.path.clone(),
             source,
@@ -77,7 +76,7 @@ impl Outbox {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
         let mut file = std::fs::File::create(&tmp).map_err(io)?;
-        file.write_all(queue.to_json().as_bytes()).map_err(io)?;
+        file.write_all(state.as_bytes()).map_err(io)?;
         file.sync_all().map_err(io)?;
         drop(file);
         std::fs::rename(&tmp, &self.path).map_err(io)
@@ -87,32 +86,27 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use protocol::{Publish, Timestamp};
+    use protocol::Timestamp;
+    use resilience::{Config, Instant, Session};
 
     #[test]
     fn round_trips_and_replaces_atomically() {
         let dir = tempfile::tempdir().unwrap();
         let outbox = Outbox::new(dir.path().join("sub").join("outbox.json"));
-        let mut queue = outbox.load(QueueConfig::default()).unwrap();
-        assert!(queue.is_empty());
-        queue
-            .push(
-                Timestamp::from_unix_millis(1),
-                Publish {
-                    id: "m1".into(),
-                    channel: "room:1".into(),
-                    data: serde_json::json!({"n": 1}),
-                },
-            )
+        assert_eq!(outbox.load().unwrap(), None);
+        let now = Instant::now();
+        let wall = Timestamp::from_unix_millis(1);
+        let mut session = Session::new(Config::new(1), now, wall);
+        session
+            .publish(now, "m1", "room:1", serde_json::json!({"n": 1}))
             .unwrap();
-        outbox.save(&queue).unwrap();
-        let restored = outbox.load(QueueConfig::default()).unwrap();
-        assert_eq!(restored.entries().next().unwrap().id, "m1");
+        outbox.save(&session.persist()).unwrap();
+        let saved = outbox.load().unwrap().unwrap();
+        let restored = Session::restore(Config::new(1), now, wall, &saved).unwrap();
+        assert_eq!(restored.queue().entries().next().unwrap().id, "m1");
         assert!(!dir.path().join("sub").join("outbox.json.tmp").exists());
         std::fs::write(outbox.path(), "not json").unwrap();
-        assert!(matches!(
-            outbox.load(QueueConfig::default()),
-            Err(OutboxError::Corrupt { .. })
-        ));
+        let text = outbox.load().unwrap().unwrap();
+        assert!(Session::restore(Config::new(1), now, wall, &text).is_err());
     }
 }
