@@ -14,7 +14,10 @@ async fn a_stream_of_bad_frames_flags_and_cools_down_the_ip() {
     })
     .await;
     let attacker = [("X-Forwarded-For", "198.51.100.66")];
-    let mut c = server.upgrade(&attacker).await.ok().expect("admitted");
+    let mut c = server
+        .upgrade(&attacker)
+        .await
+        .unwrap_or_else(|r| panic!("{}: {}", "admitted", r.status()));
     c.hello(&server.token("garbler")).await;
     for i in 0..10 {
         c.send_text(&format!("{{not json {i}")).await;
@@ -108,8 +111,7 @@ async fn failed_refreshes_count_per_ip_and_per_sub() {
         let mut c = server
             .upgrade(&[("X-Forwarded-For", ip)])
             .await
-            .ok()
-            .expect("admitted");
+            .unwrap_or_else(|r| panic!("{}: {}", "admitted", r.status()));
         c.hello(&server.token("shared")).await;
         c.send_json(json!({"type":"refresh","token":"forged"}))
             .await;
@@ -130,8 +132,7 @@ async fn failed_refreshes_count_per_ip_and_per_sub() {
     let mut c = server
         .upgrade(&[("X-Forwarded-For", "203.0.113.9")])
         .await
-        .ok()
-        .expect("admitted");
+        .unwrap_or_else(|r| panic!("{}: {}", "admitted", r.status()));
     c.hello(&server.token("guesser")).await;
     for i in 0..3 {
         c.send_json(json!({"type":"refresh","token":format!("guess-{i}")}))

@@ -133,8 +133,7 @@ async fn the_per_ip_concurrent_cap_holds_and_frees_on_close() {
             server
                 .upgrade(&from("198.51.100.1"))
                 .await
-                .ok()
-                .expect("under the cap"),
+                .unwrap_or_else(|r| panic!("{}: {}", "under the cap", r.status())),
         );
     }
     let full = server
@@ -178,8 +177,7 @@ async fn twenty_auth_failures_cool_the_ip_down_on_ws_and_v1_but_never_on_health(
         let mut c = server
             .upgrade(&attacker)
             .await
-            .ok()
-            .expect("not cooled down yet");
+            .unwrap_or_else(|r| panic!("{}: {}", "not cooled down yet", r.status()));
         c.send_json(json!({"type":"hello","token":format!("guess-{i}")}))
             .await;
         assert_eq!(c.until_close().await.0, Some(4401));
