@@ -237,8 +237,8 @@ async fn boot(
                 Ok(())
             } else {
                 bail!(
-                    "port(s) {busy:?} in use; stop the process(es) named above (or a previous \
-                     `cargo xtask dev` with `cargo xtask recover`)"
+                    "port(s) {busy:?} in use; stop the process(es) named above and run \
+                     `cargo xtask dev` again"
                 )
             }
         })

@@ -88,6 +88,9 @@ pub async fn find_token(
 /// One WebSocket connection speaking `tether.v1`.
 struct Conn {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// Frames read while waiting for another one: the server may deliver a message before it
+    /// acknowledges it (CONTRACT §5.4 fixes no order between the two), so nothing is dropped.
+    seen: std::collections::VecDeque<ServerMessage>,
 }
 
 impl Conn {
@@ -97,7 +100,10 @@ impl Conn {
             .await
             .context("the WebSocket upgrade timed out")?
             .with_context(|| format!("connecting to {url}"))?;
-        let mut conn = Conn { ws };
+        let mut conn = Conn {
+            ws,
+            seen: std::collections::VecDeque::new(),
+        };
         conn.send(&ClientMessage::Hello(Hello {
             token: Token::new(token),
             client: Some("xtask-doctor/0.1.0".to_owned()),
@@ -119,12 +125,19 @@ impl Conn {
             .context("sending a frame")
     }
 
-    /// Waits for the first frame `want` accepts; an `error` frame, a `nack` or a close fails.
+    /// Waits for the first frame `want` accepts (looking at frames already read first); an
+    /// `error` frame, a `nack` or a close fails.
     async fn expect(
         &mut self,
         what: &str,
         mut want: impl FnMut(&ServerMessage) -> bool,
     ) -> Result<ServerMessage> {
+        if let Some(i) = self.seen.iter().position(&mut want) {
+            return self
+                .seen
+                .remove(i)
+                .context("invariant: the position is in range");
+        }
         let deadline = tokio::time::Instant::now() + FRAME_TIMEOUT;
         loop {
             let frame = tokio::time::timeout_at(deadline, self.ws.next())
@@ -147,7 +160,8 @@ impl Conn {
             match msg {
                 ServerMessage::Error(e) => bail!("error frame while waiting for {what}: {e:?}"),
                 ServerMessage::Nack(n) => bail!("nack while waiting for {what}: {n:?}"),
-                _ => {}
+                ServerMessage::Pong(_) | ServerMessage::TokenExpiring(_) => {}
+                other => self.seen.push_back(other),
             }
         }
     }

@@ -3,6 +3,7 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
 
 use super::*;
 use crate::util::project_root;
@@ -440,4 +441,75 @@ async fn the_real_check_env_reports_a_broken_configuration_and_the_manifests_mat
         !fails.iter().any(|f| f.contains("Zq7xK9w")),
         "the secret's value never appears: {fails:#?}"
     );
+}
+
+#[tokio::test]
+async fn the_live_check_passes_against_the_real_server() {
+    let tether = build_quietly().await.expect("building tether");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let secret = "doctor-test-secret-0123456789-abcdefghij";
+    let env = [
+        ("PORT", port.to_string()),
+        ("TETHER_HOST", "127.0.0.1".to_owned()),
+        (
+            "DATABASE_URL",
+            format!("sqlite://{}/tether.db", dir.path().display()),
+        ),
+        ("TETHER_JWT_SECRET", secret.to_owned()),
+    ];
+    let mut server = tokio::process::Command::new(&tether)
+        .arg("serve")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start tether serve");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while !matches!(
+            crate::supervisor::http_get(addr, "/health/live").await,
+            Ok((200, _))
+        ) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the server answers /health/live");
+
+    let out = std::process::Command::new(&tether)
+        .args([
+            "token",
+            "--sub",
+            "doctor",
+            "--subscribe",
+            "doctor:*",
+            "--publish",
+            "doctor:*",
+        ])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .current_dir(dir.path())
+        .output()
+        .expect("tether token");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+
+    let base = format!("http://{addr}");
+    for _ in 0..3 {
+        let detail = live::connect_drop_resume(&base, &token)
+            .await
+            .unwrap_or_else(|err| panic!("{err:#}"));
+        assert!(detail.contains("1 missed message replayed"), "{detail}");
+    }
+    let bad = live::connect_drop_resume(&base, "not-a-token").await;
+    assert!(bad.is_err(), "a bad token must not pass the check");
+    server.kill().await.expect("stop the server");
 }
