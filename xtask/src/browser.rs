@@ -225,13 +225,13 @@ pub async fn wait_for_text(
     let deadline = Instant::now() + timeout;
     let mut last = String::new();
     loop {
-        if let Ok(element) = client.find(Locator::Id(id)).await {
-            if let Ok(text) = element.text().await {
-                if ready(&text) {
-                    return Ok(text);
-                }
-                last = text;
+        if let Ok(element) = client.find(Locator::Id(id)).await
+            && let Ok(text) = element.text().await
+        {
+            if ready(&text) {
+                return Ok(text);
             }
+            last = text;
         }
         if Instant::now() > deadline {
             bail!("waited {timeout:?} for {what}; #{id} shows {last:?}");

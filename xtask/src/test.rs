@@ -49,10 +49,15 @@ pub fn run(args: Args) -> Result<()> {
             "documentation examples of the libraries",
             || doctests(&metadata, nextest),
         ),
-        // ---- hook: web (owned by h-web) --------------------------------------------------
-        // The wasm release build of apps/web and the real-browser tests plug in here, once
-        // `xtask/src/web.rs` exists, as one line:
-        //     Step::new("web", "web app wasm build and browser tests", crate::web::test_step),
+        // ---- web (owned by h-web, `xtask/src/web.rs`) -------------------------------------
+        // The wasm release build of apps/web, then the real-browser scenario against a real
+        // server (Chromium installed with apt-get when missing and running as root).
+        Step::new(
+            "web",
+            "web app wasm build and browser tests",
+            crate::web::test_step,
+        )
+        .hint("screenshots and logs are in target/browser/"),
         // ---- chaos smoke (owned by h-client, `xtask/src/chaos.rs`) ---------------------------
         // A short connection-recovery drill: a real server killed and restarted under live
         // clients; nothing may be lost or duplicated.

@@ -37,7 +37,6 @@ const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
 /// After the shutdown signal, how long open browser connections may keep the server alive.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
-#[allow(dead_code, reason = "the entry point `cargo xtask dev` (h-ops) calls")]
 /// Binds `listen_addr` and serves `dist_dir`, passing the server's paths to `upstream_addr`,
 /// until `shutdown` completes.
 pub async fn serve_web(

@@ -92,7 +92,7 @@ fn jwt_exp_ms(token: &str) -> Option<f64> {
             c => c,
         })
         .collect();
-    while b64.len() % 4 != 0 {
+    while !b64.len().is_multiple_of(4) {
         b64.push('=');
     }
     let json = web_sys::window()?.atob(&b64).ok()?;

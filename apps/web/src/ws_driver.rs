@@ -211,13 +211,12 @@ pub fn start(model: Model) {
         }
         if let Some(channel) = d.config.channel.clone()
             && !d.session.subscriptions().contains(&channel)
+            && let Err(err) = d.subscribe(&channel)
         {
-            if let Err(err) = d.subscribe(&channel) {
-                d.model.log(
-                    Level::Warn,
-                    format!("The configured channel {channel:?} is not valid: {err}"),
-                );
-            }
+            d.model.log(
+                Level::Warn,
+                format!("The configured channel {channel:?} is not valid: {err}"),
+            );
         }
         d.pump();
     });
@@ -347,10 +346,11 @@ impl Driver {
         let Some(channel) = self.model.current_channel.get_untracked() else {
             return Err("Subscribe to a channel first".to_owned());
         };
+        // Unique per publish and readable in logs: who, when (hex ms), and a random part.
         let id = format!(
-            "{}-{}-{}",
+            "{}-{:x}-{}",
             self.sub,
-            format!("{:x}", now_ms() as u64),
+            now_ms() as u64,
             storage::random_hex(6)
         );
         let data = serde_json::json!({ "text": text });
