@@ -8,6 +8,17 @@ use std::time::Duration;
 use super::*;
 use crate::util::project_root;
 
+/// The `tether` binary the workspace build made (`cargo nextest run` builds it for the server's
+/// integration tests), or a fresh build when it is missing. Never rebuilt over an existing one:
+/// other tests may be running it at this moment.
+async fn tether_for_tests() -> std::path::PathBuf {
+    let built = crate::web::target_dir().join("debug").join("tether");
+    if built.is_file() {
+        return built;
+    }
+    build_quietly().await.expect("building tether")
+}
+
 fn lines(report: &Report) -> Vec<String> {
     report
         .checks()
@@ -378,7 +389,7 @@ fn the_drain_default_is_read_from_the_servers_help() {
 async fn the_pm2_file_runs_the_real_server_and_pm2_restarts_it_after_a_kill() {
     // The real binary (a no-op build when `cargo xtask test` has built the workspace), PM2 from
     // npm into target/pm2; without npm this fails with a message saying so.
-    let tether = build_quietly().await.expect("building tether");
+    let tether = tether_for_tests().await;
     let ecosystem = project_root().join("deploy/pm2/ecosystem.config.js");
     let detail = pm2::pm2_live(&tether, &ecosystem)
         .await
@@ -388,7 +399,7 @@ async fn the_pm2_file_runs_the_real_server_and_pm2_restarts_it_after_a_kill() {
 
 #[tokio::test]
 async fn the_real_check_env_reports_a_broken_configuration_and_the_manifests_match_its_drain() {
-    let tether = build_quietly().await.expect("building tether");
+    let tether = tether_for_tests().await;
 
     // The server's own drain default (from `tether serve --help`) against the deploy files.
     let drain = deploy::server_drain_default(&tether).expect("serve --help states --drain-ms");
@@ -445,7 +456,7 @@ async fn the_real_check_env_reports_a_broken_configuration_and_the_manifests_mat
 
 #[tokio::test]
 async fn the_live_check_passes_against_the_real_server() {
-    let tether = build_quietly().await.expect("building tether");
+    let tether = tether_for_tests().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let port = {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind");
