@@ -7,10 +7,14 @@
 //! - [`serve`] serves the router on the bound listener until `stop` is cancelled: plain HTTP
 //!   without TLS, else through [`TlsListener`], which performs each handshake in its own task
 //!   (bounded in number and time) so a client that stalls mid-handshake holds up nobody else.
+//!   Either way each connection is served by hyper's HTTP/1 with WebSocket upgrades and a
+//!   [`HEADER_READ_TIMEOUT`]: a client that dribbles its request head (slowloris) is cut off
+//!   instead of holding a connection forever. On `stop`, accepting ends and open HTTP
+//!   connections finish their current request (upgraded WebSockets belong to their sessions).
 //!
 //! A plain-HTTP request to a TLS port never reaches the router: its handshake fails and the
 //! TCP connection is dropped.
-use std::future::{Future, IntoFuture as _};
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -20,7 +24,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
-use axum::serve::ListenerExt as _;
+use axum::extract::ConnectInfo;
+use axum::serve::Listener;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
@@ -28,6 +35,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::TlsPaths;
 
@@ -36,6 +44,8 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes in progress at once; further connections wait in the kernel's accept queue, so
 /// a flood of half-finished handshakes costs bounded memory.
 pub const MAX_PENDING_HANDSHAKES: usize = 1_024;
+/// A client has this long to send a complete request head, on plain and TLS connections alike.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Finished handshakes waiting for the HTTP server to pick them up.
 const READY_QUEUE: usize = 256;
 
@@ -93,23 +103,70 @@ pub fn serve(
     tls: Option<Arc<rustls::ServerConfig>>,
     stop: CancellationToken,
 ) -> ServeFuture {
-    let make = router.into_make_service_with_connect_info::<SocketAddr>();
+    serve_with(listener, router, tls, stop, HEADER_READ_TIMEOUT)
+}
+
+/// [`serve`] with another request-head timeout (tests use a short one).
+pub fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    stop: CancellationToken,
+    header_timeout: Duration,
+) -> ServeFuture {
     match tls {
-        None => Box::pin(
-            axum::serve(listener, make)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .into_future(),
-        ),
-        Some(config) => {
-            // `tap_io` only to get axum's `ConnectInfo<SocketAddr>` for a custom listener.
-            let listener = TlsListener::new(listener, config).tap_io(|_| {});
-            Box::pin(
-                axum::serve(listener, make)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .into_future(),
-            )
-        }
+        None => Box::pin(serve_loop(listener, router, stop, header_timeout)),
+        Some(config) => Box::pin(serve_loop(
+            TlsListener::new(listener, config),
+            router,
+            stop,
+            header_timeout,
+        )),
     }
+}
+
+async fn serve_loop<L>(
+    mut listener: L,
+    router: Router,
+    stop: CancellationToken,
+    header_timeout: Duration,
+) -> io::Result<()>
+where
+    L: Listener<Addr = SocketAddr>,
+{
+    // The HTTP connections, so that the stop waits for their current requests.
+    let connections = TaskTracker::new();
+    loop {
+        let (io, peer) = tokio::select! {
+            conn = listener.accept() => conn,
+            () = stop.cancelled() => break,
+        };
+        let service =
+            TowerToHyperService::new(router.clone().layer(axum::Extension(ConnectInfo(peer))));
+        let stop = stop.clone();
+        connections.spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout);
+            let conn = builder
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                // A connection error (reset, timeout, bad request) concerns only this client.
+                _ = conn.as_mut() => {}
+                () = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    connections.close();
+    connections.wait().await;
+    Ok(())
 }
 
 /// A listener yielding finished TLS connections. The accept loop runs in its own task, which

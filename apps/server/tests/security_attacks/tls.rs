@@ -322,3 +322,87 @@ async fn security_headers_are_on_every_answer_and_hsts_in_production() {
     assert_eq!(answer.header("x-content-type-options"), Some("nosniff"));
     assert_eq!(answer.header("strict-transport-security"), None);
 }
+
+/// A tiny router on [`server::tls::serve_with`] with a short request-head timeout: `/x`
+/// answers, `/echo` is a WebSocket echo.
+async fn short_timeout_server(
+    timeout: std::time::Duration,
+) -> (std::net::SocketAddr, tokio_util::sync::CancellationToken) {
+    use axum::extract::ws::WebSocketUpgrade;
+    use axum::routing::get;
+    let router = axum::Router::new()
+        .route("/x", get(|| async { "ok" }))
+        .route(
+            "/echo",
+            get(|ws: WebSocketUpgrade| async {
+                ws.on_upgrade(|mut socket| async move {
+                    while let Some(Ok(msg)) = socket.recv().await {
+                        if socket.send(msg).await.is_err() {
+                            break;
+                        }
+                    }
+                })
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(server::tls::serve_with(
+        listener,
+        router,
+        None,
+        stop.clone(),
+        timeout,
+    ));
+    (addr, stop)
+}
+
+#[tokio::test]
+async fn a_slowloris_request_head_is_cut_off_but_upgraded_websockets_are_not() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    let timeout = std::time::Duration::from_millis(300);
+    let (addr, stop) = short_timeout_server(timeout).await;
+    // A head that never ends: the server closes the connection after the timeout.
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /x HTTP/1.1\r\nHost: a\r\nX-Slow: 1")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let _ = within(
+        "the slow connection to be closed",
+        slow.read_to_end(&mut rest),
+    )
+    .await;
+    assert!(started.elapsed() >= timeout / 2, "closed too early");
+    assert!(!String::from_utf8_lossy(&rest).contains("200 OK"));
+    // A prompt client is served.
+    let ok = http_over(
+        TcpStream::connect(addr).await.unwrap(),
+        "a",
+        "GET",
+        "/x",
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!((ok.status, ok.body.as_str()), (200, "ok"));
+    // An upgraded WebSocket outlives the head timeout: the timer only covers request heads.
+    let (mut ws, _) = within(
+        "the upgrade",
+        tokio_tungstenite::connect_async(format!("ws://{addr}/echo")),
+    )
+    .await
+    .expect("upgrade");
+    // Time passing is the event under test here.
+    tokio::time::sleep(timeout * 3).await;
+    ws.send(tokio_tungstenite::tungstenite::Message::text("still here"))
+        .await
+        .unwrap();
+    let echo = within("the echo", ws.next())
+        .await
+        .expect("a frame")
+        .expect("no error");
+    assert_eq!(echo.into_text().unwrap().as_str(), "still here");
+    stop.cancel();
+}
