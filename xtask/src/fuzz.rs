@@ -6,7 +6,8 @@
 //! command only; `cargo xtask test` never needs it, since the server's attack tests run the
 //! same target functions (`fuzz/src/lib.rs`) under proptest on stable. A crash leaves its input
 //! in `fuzz/artifacts/<target>/` and fails the command; the corpus grows in
-//! `fuzz/corpus/<target>/` (both git-ignored).
+//! `fuzz/corpus/<target>/` (both git-ignored), starting from the valid examples in
+//! `fuzz/seeds/<target>/`.
 use std::process::Stdio;
 
 use anyhow::{Context as _, Result, bail};
@@ -54,9 +55,15 @@ pub fn run(args: Args) -> Result<()> {
     };
     for target in targets {
         println!("fuzzing {target} for {} s", args.seconds);
+        // The growing corpus first (new finds go there), then the checked-in seeds.
+        let corpus = fuzz_dir.join("corpus").join(target);
+        std::fs::create_dir_all(&corpus)
+            .with_context(|| format!("creating {}", corpus.display()))?;
         let mut cmd = cargo(["+nightly", "fuzz", "run", "--fuzz-dir"]);
         cmd.arg(&fuzz_dir)
             .arg(target)
+            .arg(&corpus)
+            .arg(fuzz_dir.join("seeds").join(target))
             .arg("--")
             .arg(format!("-max_total_time={}", args.seconds))
             .arg("-rss_limit_mb=2048")
