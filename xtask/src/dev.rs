@@ -129,7 +129,8 @@ async fn dev(args: Args) -> Result<()> {
     }
     let dir = dev_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let log = EventLog::new(false, Some(&dir.join("xtask.log")))?;
+    // Warnings and errors (a crash, a restart) show at once; the rest once the stack is up.
+    let log = EventLog::new(Some(LogLevel::Warn), Some(&dir.join("xtask.log")))?;
     let total = 8;
     let mut steps = Steps::new("dev", total);
     let mut started = Started::default();
@@ -152,6 +153,9 @@ async fn dev(args: Args) -> Result<()> {
     );
     if let Some(server) = &started.server {
         server.set_echo(!args.quiet);
+    }
+    if !args.quiet {
+        log.set_stdout_level(Some(LogLevel::Info));
     }
     let outcome = run_until_stopped(&started, &dir, &log).await;
     println!("\ndev: {outcome}; stopping everything it started");

@@ -19,7 +19,9 @@ pub struct EventLog {
 }
 
 struct EventLogInner {
-    stdout: bool,
+    /// The least severe level printed to stdout; `None` prints nothing. Changed at run time:
+    /// `dev` shows only warnings while its steps print, and everything once the stack is up.
+    stdout: Mutex<Option<LogLevel>>,
     /// Appended to, one line per event; a mutex because events come from several tasks.
     file: Mutex<Option<File>>,
     /// Fan-out to subscribers; lagging subscribers lose old events rather than slow us down.
@@ -27,8 +29,8 @@ struct EventLogInner {
 }
 
 impl EventLog {
-    /// A log printing to stdout when `stdout`, and appending to `file` when given.
-    pub fn new(stdout: bool, file: Option<&Path>) -> Result<Self> {
+    /// A log printing events of `stdout` level and above, and appending all to `file`.
+    pub fn new(stdout: Option<LogLevel>, file: Option<&Path>) -> Result<Self> {
         let file = match file {
             Some(path) => {
                 if let Some(dir) = path.parent() {
@@ -48,7 +50,7 @@ impl EventLog {
         let (tx, _) = broadcast::channel(1024);
         Ok(EventLog {
             inner: Arc::new(EventLogInner {
-                stdout,
+                stdout: Mutex::new(stdout),
                 file: Mutex::new(file),
                 tx,
             }),
@@ -60,11 +62,20 @@ impl EventLog {
         let (tx, _) = broadcast::channel(1024);
         EventLog {
             inner: Arc::new(EventLogInner {
-                stdout: false,
+                stdout: Mutex::new(None),
                 file: Mutex::new(None),
                 tx,
             }),
         }
+    }
+
+    /// From now on, print events of `level` and above to stdout (`None`: none).
+    pub fn set_stdout_level(&self, level: Option<LogLevel>) {
+        *self
+            .inner
+            .stdout
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = level;
     }
 
     /// Every event emitted from now on.
@@ -93,7 +104,12 @@ impl EventLog {
             connection_id: None,
         };
         if let Ok(line) = serde_json::to_string(&entry) {
-            if self.inner.stdout {
+            let shown = *self
+                .inner
+                .stdout
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if shown.is_some_and(|min| level >= min) {
                 println!("{line}");
             }
             let mut file = self

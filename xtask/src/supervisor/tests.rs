@@ -557,3 +557,40 @@ fn the_install_hint_says_how_to_get_ngrok_or_run_without_it() {
     assert!(tunnel::INSTALL_HINT.contains("ngrok.com/download"));
     assert!(tunnel::INSTALL_HINT.contains("without `--tunnel`"));
 }
+
+#[test]
+fn events_are_contract_json_lines_in_the_file_and_to_subscribers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("xtask.log");
+    let log = EventLog::new(None, Some(&path)).expect("event log");
+    let mut rx = log.subscribe();
+    log.emit(
+        LogLevel::Warn,
+        "server",
+        "restart_scheduled",
+        serde_json::json!({"attempt": 1, "delay_ms": 3000}),
+    );
+    log.emit(
+        LogLevel::Info,
+        "xtask",
+        "dev_ready",
+        serde_json::json!("up"),
+    );
+    let text = std::fs::read_to_string(&path).expect("log file");
+    let entries: Vec<LogEntry> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a CONTRACT §7 line"))
+        .collect();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[0].component, "server");
+    assert_eq!(entries[0].event, "restart_scheduled");
+    assert_eq!(entries[0].data["delay_ms"], 3000);
+    assert_eq!(entries[1].data["message"], "up");
+    assert!(entries.iter().all(|e| e.connection_id.is_none()));
+    assert_eq!(
+        rx.try_recv().expect("subscribed").event,
+        "restart_scheduled"
+    );
+    // Only a setting of what is printed; the file and subscribers get everything regardless.
+    log.set_stdout_level(Some(LogLevel::Error));
+}
