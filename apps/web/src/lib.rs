@@ -7,6 +7,7 @@
 //! | file | what |
 //! |---|---|
 //! | `ws_driver.rs` | the `Session` driven with `web_sys::WebSocket`, `setTimeout`, online/offline |
+//! | `ws_driver/events.rs` | the session's events turned into what the page shows and logs |
 //! | `model.rs` | what the page shows, as signals the driver writes and the views read |
 //! | `ui.rs`, `ui/*` | the views: status, RTT, quality, alerts, health, channel, queue, log |
 //! | `health_poll.rs` | polls `GET /health` |
