@@ -59,6 +59,9 @@ pub struct Args {
     /// Do not echo the server's log lines to the terminal once the stack is up.
     #[arg(long)]
     quiet: bool,
+    /// Where ngrok's local API listens (its `web_addr` setting), for the tunnel's checks.
+    #[arg(long, value_name = "ADDR", default_value_t = tunnel::DEFAULT_API_ADDR)]
+    ngrok_api: SocketAddr,
 }
 
 /// The tunnels `--tunnel` knows.
@@ -225,7 +228,7 @@ async fn boot(
                 ports.push((WEB_PORT, "web app"));
             }
             if with_tunnel {
-                ports.push((NGROK_API_PORT, "ngrok API"));
+                ports.push((args.ngrok_api.port(), "ngrok API"));
             }
             let mut busy = Vec::new();
             for (port, what) in ports {
@@ -262,6 +265,7 @@ async fn boot(
                     };
                     let mut config = TunnelConfig::new(program, SERVER_PORT);
                     config.domain = std::env::var("NGROK_DOMAIN").ok().filter(|d| !d.is_empty());
+                    config.api_addr = args.ngrok_api;
                     config.log_file = Some(dir.join("ngrok.log"));
                     config.pid_file = Some(dir.join("ngrok.pid"));
                     let tunnel = tunnel::start(config, log.clone());
@@ -564,7 +568,7 @@ fn print_urls(args: &Args, started: &Started) {
     println!("    health        http://127.0.0.1:{SERVER_PORT}/health");
     if let Some(url) = started.tunnel.as_ref().and_then(Tunnel::public_url) {
         println!("    public        {url}   (PUBLIC_URL, also in target/dev/public_url)");
-        println!("    ngrok API     http://127.0.0.1:{NGROK_API_PORT}/api/tunnels");
+        println!("    ngrok API     http://{}/api/tunnels", args.ngrok_api);
     }
     println!("    logs          target/dev/server.log, target/dev/xtask.log (supervisor events)");
     println!(
