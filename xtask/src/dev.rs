@@ -134,8 +134,19 @@ async fn dev(args: Args) -> Result<()> {
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     // Warnings and errors (a crash, a restart) show at once; the rest once the stack is up.
     let log = EventLog::new(Some(LogLevel::Warn), Some(&dir.join("xtask.log")))?;
-    let total = 8;
-    let mut steps = Steps::new("dev", total);
+    let mut steps = Steps::new(
+        "dev",
+        &[
+            "cleanup",
+            "environment",
+            "ports",
+            "tunnel",
+            "server",
+            "health",
+            "web",
+            "urls",
+        ],
+    );
     let mut started = Started::default();
 
     let result = boot(&args, &dir, &log, &mut steps, &mut started).await;

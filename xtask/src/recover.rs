@@ -67,7 +67,10 @@ async fn recover(args: Args) -> Result<()> {
     let with_tunnel = dev_args.iter().any(|a| a == "--tunnel");
     let with_web = !dev_args.iter().any(|a| a == "--no-web");
 
-    let mut steps = Steps::new("recover", 5);
+    let mut steps = Steps::new(
+        "recover",
+        &["cleanup", "relaunch", "tunnel", "server", "health"],
+    );
     let result = async {
         steps
             .run("cleanup", "stop what target/dev/*.pid records", async {

@@ -13,6 +13,8 @@ use crate::util::secs;
 /// runs, and a summary; the same shape as `util::run_steps`, for async steps.
 pub struct Steps {
     task: &'static str,
+    /// Every step's name in order, so the summary can list those a failure left unrun.
+    names: &'static [&'static str],
     total: usize,
     next: usize,
     outcomes: Vec<(&'static str, String)>,
@@ -20,11 +22,12 @@ pub struct Steps {
 }
 
 impl Steps {
-    /// Steps of `task`, `total` of them.
-    pub fn new(task: &'static str, total: usize) -> Self {
+    /// The steps `names` of `task`, run (or skipped) in that order.
+    pub fn new(task: &'static str, names: &'static [&'static str]) -> Self {
         Steps {
             task,
-            total,
+            names,
+            total: names.len(),
             next: 1,
             outcomes: Vec::new(),
             started: Instant::now(),
@@ -88,6 +91,9 @@ impl Steps {
         for (name, outcome) in &self.outcomes {
             println!("  {name:<14} {outcome}");
         }
+        for name in self.names.iter().skip(self.outcomes.len()) {
+            println!("  {name:<14} not run");
+        }
         println!("  {:<14} {:>17}", "total", secs(self.started.elapsed()));
     }
 }
@@ -100,7 +106,7 @@ mod tests {
 
     #[tokio::test]
     async fn steps_report_failures_with_the_step_name() {
-        let mut steps = Steps::new("dev", 2);
+        let mut steps = Steps::new("dev", &["one", "two", "three"]);
         let ok: Result<u32> = steps.run("one", "works", async { Ok(1) }).await;
         assert_eq!(ok.expect("ok"), 1);
         let failed: Result<()> = steps.run("two", "fails", async { bail!("boom") }).await;
