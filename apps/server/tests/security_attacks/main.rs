@@ -12,5 +12,6 @@ mod dev_token;
 mod fuzz_targets;
 mod limits;
 mod origins;
+mod rights;
 mod tls;
 mod tokens;
