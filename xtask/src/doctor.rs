@@ -32,7 +32,7 @@ use serde::Serialize;
 use self::post::post_deployment;
 pub use self::post::{get, live_check, logs};
 use self::pre::pre_deployment;
-pub use self::pre::{build_quietly, check_env, security, tunnel_check};
+pub use self::pre::{build_quietly, check_env, dependencies, security, tunnel_check};
 
 /// `cargo xtask doctor`: the pre- and post-deployment checklists.
 #[derive(clap::Args, Debug, Default)]

@@ -31,6 +31,7 @@ pub async fn pre_deployment(args: &Args, settings: &Settings, report: &mut Repor
         ),
     }
     security(settings, report);
+    dependencies(settings, std::env::var_os("PATH").as_deref(), report);
     ports(settings, report);
     tunnel_check(settings, tunnel::DEFAULT_API_ADDR, report).await;
     clock(report);
@@ -52,10 +53,23 @@ pub async fn pre_deployment(args: &Args, settings: &Settings, report: &mut Repor
         }
     }
 
-    // The recovery test needs a server; use the local one if it runs.
+    // The health and recovery checks need a server; use the local one if it runs.
     let local = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, settings.port()));
     match http_get(local, "/health/live").await {
         Ok((200, _)) => {
+            match http_get(local, "/health").await {
+                Ok((200, body)) => report.add(
+                    Status::Pass,
+                    "health",
+                    format!("local server: {}", body.trim()),
+                ),
+                Ok((code, body)) => report.add(
+                    Status::Fail,
+                    "health",
+                    format!("local server answers {code}: {}", body.trim()),
+                ),
+                Err(err) => report.add(Status::Fail, "health", format!("{err:#}")),
+            }
             let base = format!("http://{local}");
             live_check(args, settings, tether.as_ref().ok(), &base, report).await;
         }
@@ -67,6 +81,52 @@ pub async fn pre_deployment(args: &Args, settings: &Settings, report: &mut Repor
                  `cargo xtask dev`, or run `cargo xtask doctor --post URL` after deploying)"
             ),
         ),
+    }
+}
+
+/// The programs around the server: the tunnel (when one is used), and the tools the runbook
+/// and the deploy files rely on. Missing ones are warnings unless the settings need them.
+pub fn dependencies(settings: &Settings, path: Option<&std::ffi::OsStr>, report: &mut Report) {
+    use crate::supervisor::find_program;
+    let ngrok_needed = settings
+        .get("PUBLIC_URL")
+        .is_some_and(|u| u.contains("ngrok"));
+    match (find_program("ngrok", path), ngrok_needed) {
+        (Some(p), _) => report.add(Status::Pass, "deps.ngrok", p.display().to_string()),
+        (None, true) => report.add(
+            Status::Fail,
+            "deps.ngrok",
+            format!(
+                "PUBLIC_URL is an ngrok URL but ngrok is not installed. {}",
+                tunnel::INSTALL_HINT
+            ),
+        ),
+        (None, false) => report.add(
+            Status::Warn,
+            "deps.ngrok",
+            "not installed: only `cargo xtask dev --tunnel ngrok` and tether-ngrok.service need it",
+        ),
+    }
+    for (tool, why) in [
+        (
+            "curl",
+            "the runbook's health checks and tether-ngrok-check.service",
+        ),
+        ("jq", "the runbook's log queries"),
+        ("node", "the PM2 deployment (deploy/pm2)"),
+    ] {
+        match find_program(tool, path) {
+            Some(p) => report.add(
+                Status::Pass,
+                format!("deps.{tool}"),
+                p.display().to_string(),
+            ),
+            None => report.add(
+                Status::Warn,
+                format!("deps.{tool}"),
+                format!("not installed; used by {why}"),
+            ),
+        }
     }
 }
 

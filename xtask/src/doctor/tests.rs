@@ -524,3 +524,21 @@ async fn the_live_check_passes_against_the_real_server() {
     assert!(bad.is_err(), "a bad token must not pass the check");
     server.kill().await.expect("stop the server");
 }
+
+#[test]
+fn an_ngrok_public_url_without_ngrok_fails_the_dependency_check() {
+    let empty = tempfile::tempdir().expect("tempdir");
+    let path = Some(empty.path().as_os_str());
+    let mut report = Report::new(false);
+    dependencies(
+        &Settings::from_pairs([("PUBLIC_URL", "https://x.ngrok.app")]),
+        path,
+        &mut report,
+    );
+    assert_eq!(status_of(&report, "deps.ngrok"), Status::Fail);
+    assert_eq!(status_of(&report, "deps.jq"), Status::Warn);
+    let mut report = Report::new(false);
+    dependencies(&Settings::from_pairs([]), path, &mut report);
+    assert_eq!(status_of(&report, "deps.ngrok"), Status::Warn);
+    assert!(!report.failed());
+}
