@@ -26,6 +26,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
+use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tower_http::services::ServeDir;
@@ -196,3 +197,33 @@ fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
     let body = serde_json::json!({ "error": { "code": code, "message": message } });
     (status, axum::Json(body)).into_response()
 }
+
+/// A plain HTTP/1.1 GET to `addr` (a `Bearer` token if given); returns the status and the body
+/// as text. For the browser test and this module's tests; bounded to 10 s.
+pub async fn http_get(addr: SocketAddr, path: &str, bearer: Option<&str>) -> Result<(u16, String)> {
+    let fetch = async {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            // Ends with the response; an error here is the server going away.
+            let _ = conn.await;
+        });
+        let mut req = hyper::Request::get(path).header(hyper::header::HOST, addr.to_string());
+        if let Some(token) = bearer {
+            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let resp = sender
+            .send_request(req.body(http_body_util::Empty::<hyper::body::Bytes>::new())?)
+            .await?;
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await?.to_bytes();
+        anyhow::Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    };
+    tokio::time::timeout(Duration::from_secs(10), fetch)
+        .await
+        .with_context(|| format!("GET {path} timed out"))?
+}
+
+#[cfg(test)]
+mod tests;

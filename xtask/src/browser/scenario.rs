@@ -14,12 +14,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use fantoccini::{Client, Locator};
-use http_body_util::BodyExt;
-use hyper_util::rt::TokioIo;
 
 use super::{Driver, ProcessGuard, ensure_chromium, free_port, screenshot, wait_for_text};
 use crate::util::project_root;
 use crate::web::{WebBuild, target_dir};
+use crate::webserve::http_get;
 
 /// The channel the scenario publishes to.
 const CHANNEL: &str = "e2e:browser";
@@ -444,30 +443,4 @@ async fn wait_for_message(client: &Client, text: &str, timeout: Duration) -> Res
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// A plain HTTP/1.1 GET to the server; returns the status and the body as text.
-async fn http_get(addr: SocketAddr, path: &str, bearer: Option<&str>) -> Result<(u16, String)> {
-    let fetch = async {
-        let stream = tokio::net::TcpStream::connect(addr).await?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
-            // Ends with the response; an error here is the server going away.
-            let _ = conn.await;
-        });
-        let mut req = hyper::Request::get(path).header(hyper::header::HOST, addr.to_string());
-        if let Some(token) = bearer {
-            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
-        }
-        let resp = sender
-            .send_request(req.body(http_body_util::Empty::<hyper::body::Bytes>::new())?)
-            .await?;
-        let status = resp.status().as_u16();
-        let body = resp.into_body().collect().await?.to_bytes();
-        anyhow::Ok((status, String::from_utf8_lossy(&body).into_owned()))
-    };
-    tokio::time::timeout(Duration::from_secs(10), fetch)
-        .await
-        .with_context(|| format!("GET {path} timed out"))?
 }
