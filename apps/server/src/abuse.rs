@@ -11,6 +11,10 @@
 //!   per `sub`.
 //! - [`AbuseMonitor::snapshot`] gives the counts of the window for `/health` (`abuse`) and logs.
 //!
+//! - [`AbuseMonitor::log_sample`] keeps a flood of cheap refusals (an upgrade refused by the rate
+//!   limit, a foreign `Origin`) from flooding the logs: per IP and event, the first
+//!   [`LOG_FIRST`] lines of a window are written, then every [`LOG_EVERY`]th, with the count.
+//!
 //! A threshold of 0 turns that trigger off. The maps are pruned when large, so a scan from
 //! many addresses cannot grow them without bound.
 use std::collections::{HashMap, VecDeque};
@@ -22,6 +26,10 @@ use std::time::{Duration, Instant};
 const PRUNE_AT: usize = 4_096;
 /// Events kept per key and kind; enough to pass any sane threshold.
 const MAX_EVENTS: usize = 10_000;
+/// Refusal log lines of one kind per IP written in full each window.
+pub const LOG_FIRST: u64 = 5;
+/// After those, one line per this many refusals.
+pub const LOG_EVERY: u64 = 100;
 
 /// What a client did wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +126,8 @@ struct State {
     ips: HashMap<IpAddr, Counts>,
     subs: HashMap<String, Counts>,
     totals: Counts,
+    // (IP, event) → (window start, lines asked for in it).
+    log_samples: HashMap<(IpAddr, &'static str), (Instant, u64)>,
 }
 
 #[derive(Debug, Default)]
@@ -238,6 +248,25 @@ impl AbuseMonitor {
         }
     }
 
+    /// Whether to write the `event` log line for a refusal of `ip` now: `Some(n)` — write it,
+    /// with `n` the refusals of that kind from that IP in the window so far — or `None`.
+    pub fn log_sample(&self, ip: IpAddr, event: &'static str, now: Instant) -> Option<u64> {
+        let window = self.limits.window;
+        let mut state = self.state.lock().expect("abuse lock is never poisoned");
+        if state.log_samples.len() >= PRUNE_AT {
+            state
+                .log_samples
+                .retain(|_, (start, _)| now.saturating_duration_since(*start) <= window);
+        }
+        let entry = state.log_samples.entry((ip, event)).or_insert((now, 0));
+        if now.saturating_duration_since(entry.0) > window {
+            *entry = (now, 0);
+        }
+        entry.1 += 1;
+        let n = entry.1;
+        (n <= LOG_FIRST || n % LOG_EVERY == 0).then_some(n)
+    }
+
     /// The counts of the window ending `now`.
     #[must_use]
     pub fn snapshot(&self, now: Instant) -> Snapshot {
@@ -336,6 +365,23 @@ mod tests {
         }
         let snap = m.snapshot(t0);
         assert_eq!((snap.auth_failures, snap.ips, snap.flagged), (10, 10, 1));
+    }
+
+    #[test]
+    fn refusal_logs_are_sampled_per_ip_and_event() {
+        let m = AbuseMonitor::new(limits());
+        let ip: IpAddr = "198.51.100.1".parse().unwrap();
+        let t0 = Instant::now();
+        let written: Vec<u64> = (0..250)
+            .filter_map(|_| m.log_sample(ip, "rate_limited", t0))
+            .collect();
+        assert_eq!(written, vec![1, 2, 3, 4, 5, 100, 200]);
+        // Another event or IP has its own sample; a new window starts again.
+        assert_eq!(m.log_sample(ip, "cors_rejected", t0), Some(1));
+        let other: IpAddr = "198.51.100.2".parse().unwrap();
+        assert_eq!(m.log_sample(other, "rate_limited", t0), Some(1));
+        let later = t0 + Duration::from_secs(61);
+        assert_eq!(m.log_sample(ip, "rate_limited", later), Some(1));
     }
 
     #[test]

@@ -194,12 +194,15 @@ impl Admission {
                 .to_str()
                 .is_ok_and(|o| self.config.allowed_origins.allows(o));
             if !allowed {
-                tracing::warn!(
-                    component = "websocket",
-                    event = "cors_rejected",
-                    origin = %String::from_utf8_lossy(origin.as_bytes()),
-                    client_ip = %ip,
-                );
+                if let Some(n) = self.abuse.log_sample(ip, "cors_rejected", now) {
+                    tracing::warn!(
+                        component = "websocket",
+                        event = "cors_rejected",
+                        origin = %String::from_utf8_lossy(origin.as_bytes()),
+                        client_ip = %ip,
+                        in_window = n,
+                    );
+                }
                 return Err(Refusal::Forbidden("origin not allowed"));
             }
         }
@@ -213,13 +216,16 @@ impl Admission {
                 .or_insert_with(|| TokenBucket::new(limit, now));
             if let Err(wait) = bucket.try_take(now) {
                 drop(state);
-                tracing::warn!(
-                    component = "websocket",
-                    event = "rate_limited",
-                    client_ip = %ip,
-                    limit = "upgrade",
-                    retry_after_ms = crate::ratelimit::retry_after_ms(wait),
-                );
+                if let Some(n) = self.abuse.log_sample(ip, "rate_limited_upgrade", now) {
+                    tracing::warn!(
+                        component = "websocket",
+                        event = "rate_limited",
+                        client_ip = %ip,
+                        limit = "upgrade",
+                        retry_after_ms = crate::ratelimit::retry_after_ms(wait),
+                        in_window = n,
+                    );
+                }
                 self.offence(ip, None, Offence::RateLimited, now);
                 return Err(Refusal::TooMany(wait));
             }
@@ -293,13 +299,16 @@ impl Admission {
             .or_insert_with(|| TokenBucket::new(limit, now));
         if let Err(wait) = bucket.try_take(now) {
             drop(state);
-            tracing::warn!(
-                component = "server",
-                event = "rate_limited",
-                client_ip = %ip,
-                limit = "http",
-                retry_after_ms = crate::ratelimit::retry_after_ms(wait),
-            );
+            if let Some(n) = self.abuse.log_sample(ip, "rate_limited_http", now) {
+                tracing::warn!(
+                    component = "server",
+                    event = "rate_limited",
+                    client_ip = %ip,
+                    limit = "http",
+                    retry_after_ms = crate::ratelimit::retry_after_ms(wait),
+                    in_window = n,
+                );
+            }
             self.offence(ip, None, Offence::RateLimited, now);
             return Err(Refusal::TooMany(wait));
         }

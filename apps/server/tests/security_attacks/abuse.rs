@@ -150,3 +150,49 @@ async fn failed_refreshes_count_per_ip_and_per_sub() {
         .expect("cooled down");
     assert_eq!(refused.status(), 429);
 }
+
+#[tokio::test]
+async fn a_flood_of_refusals_does_not_flood_the_logs() {
+    let server = TestServer::start_with(|c| {
+        trust_loopback(c);
+        c.limits.upgrade.burst = 1;
+        c.limits.upgrade.per_sec = 0.01;
+        c.limits.abuse_rate_limited = 0;
+    })
+    .await;
+    let flooder = [("X-Forwarded-For", "198.51.100.99")];
+    let evil_origin = [
+        ("X-Forwarded-For", "198.51.100.98"),
+        ("Origin", "https://evil.example"),
+    ];
+    for _ in 0..250 {
+        let _ = server.upgrade(&flooder).await;
+        let _ = server.upgrade(&evil_origin).await;
+    }
+    // The first lines of each are there…
+    logs::wait_for("rate_limited", |l| {
+        l["data"]["client_ip"] == "198.51.100.99"
+    })
+    .await;
+    logs::wait_for("cors_rejected", |l| {
+        l["data"]["client_ip"] == "198.51.100.98"
+    })
+    .await;
+    // …but not one per refusal: the first 5, then every 100th.
+    let count = |event: &str, ip: &str| {
+        logs::lines()
+            .iter()
+            .filter(|l| l["event"] == event && l["data"]["client_ip"] == ip)
+            .count()
+    };
+    let limited = count("rate_limited", "198.51.100.99");
+    let rejected = count("cors_rejected", "198.51.100.98");
+    assert!(
+        (5..=8).contains(&limited),
+        "{limited} rate_limited lines for 249 refusals"
+    );
+    assert!(
+        (5..=8).contains(&rejected),
+        "{rejected} cors_rejected lines for 250 refusals"
+    );
+}
