@@ -264,7 +264,7 @@ impl AbuseMonitor {
         }
         entry.1 += 1;
         let n = entry.1;
-        (n <= LOG_FIRST || n % LOG_EVERY == 0).then_some(n)
+        (n <= LOG_FIRST || n.is_multiple_of(LOG_EVERY)).then_some(n)
     }
 
     /// The counts of the window ending `now`.
