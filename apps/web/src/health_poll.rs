@@ -16,6 +16,12 @@ pub fn start(model: Model) {
     });
 }
 
+/// Polls once now, besides the loop (e.g. right after reconnecting, so the card does not keep
+/// saying "unreachable" until the next tick).
+pub fn poll_soon(model: Model, url: String) {
+    wasm_bindgen_futures::spawn_local(async move { poll_once(model, &url).await });
+}
+
 async fn poll_once(model: Model, url: &str) {
     let result = crate::http::get_text(url).await;
     let now = js_sys::Date::now();

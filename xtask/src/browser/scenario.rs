@@ -383,6 +383,12 @@ async fn steps(client: &Client, server: &mut Server, origin: &str, shots: &Path)
         texts == expected,
         "history holds {texts:?}, expected {expected:?}"
     );
+    step("8. the same page at phone width, for people to look at");
+    client
+        .set_window_size(390, 1600)
+        .await
+        .context("resizing the window")?;
+    screenshot(client, shots, "07-phone-width").await?;
     step("done: both messages stored exactly once");
     Ok(())
 }

@@ -196,6 +196,7 @@ impl Driver {
                 ..
             } => {
                 model.connection_id.set(Some(connection_id.clone()));
+                crate::health_poll::poll_soon(model, self.config.health_url());
                 model.log(
                     Level::Info,
                     format!(
