@@ -137,6 +137,18 @@ pub fn RttCard(model: Model) -> impl IntoView {
         })
     };
     let threshold_y = move || H - THRESHOLD / scale() * H;
+    // The newest sample, marked so that a single sample is visible too.
+    let last_point = move || {
+        let top = scale();
+        model.rtt.with(|samples| {
+            let n = samples.len().max(2) - 1;
+            let i = samples.len().saturating_sub(1);
+            let v = samples.back().copied().unwrap_or(0.0);
+            let x = W * i as f64 / n as f64;
+            let y = H - (v / top * H).min(H);
+            (format!("{x:.1}"), format!("{y:.1}"))
+        })
+    };
     let ms = |v: Option<u64>| v.map_or_else(|| "—".to_owned(), |v| format!("{v} ms"));
     view! {
         <section class="card" id="rtt-card" aria-labelledby="rtt-title">
@@ -172,6 +184,7 @@ pub fn RttCard(model: Model) -> impl IntoView {
                         y2=move || format!("{:.1}", threshold_y())
                     ></line>
                     <polyline class="series" points=points></polyline>
+                    <circle class="last" r="3" cx=move || last_point().0 cy=move || last_point().1></circle>
                 </svg>
                 <p class="muted small">"Dashed line: the 200 ms latency threshold."</p>
             </Show>
