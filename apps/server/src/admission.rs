@@ -89,6 +89,7 @@ pub struct Admission {
 struct State {
     upgrades: HashMap<IpAddr, TokenBucket>,
     requests: HashMap<IpAddr, TokenBucket>,
+    api_subs: HashMap<String, TokenBucket>,
     per_ip: HashMap<IpAddr, usize>,
     per_sub: HashMap<String, usize>,
     failures: HashMap<IpAddr, Failures>,
@@ -313,6 +314,37 @@ impl Admission {
             return Err(Refusal::TooMany(wait));
         }
         Ok(ip)
+    }
+
+    /// The HTTP API rate per token `sub` (issue 7 §3): the same limit as per IP, so one token
+    /// spread over many addresses is limited as well.
+    pub fn admit_api_sub(&self, ip: IpAddr, sub: &str, now: Instant) -> Result<(), Refusal> {
+        let limit = self.config.limits.publish;
+        let mut state = self.lock();
+        if state.api_subs.len() >= PRUNE_AT {
+            state.api_subs.retain(|_, b| !b.is_full(now));
+        }
+        let bucket = state
+            .api_subs
+            .entry(sub.to_owned())
+            .or_insert_with(|| TokenBucket::new(limit, now));
+        let Err(wait) = bucket.try_take(now) else {
+            return Ok(());
+        };
+        drop(state);
+        if let Some(n) = self.abuse.log_sample(ip, "rate_limited_token", now) {
+            tracing::warn!(
+                component = "server",
+                event = "rate_limited",
+                client_ip = %ip,
+                sub,
+                limit = "http_token",
+                retry_after_ms = crate::ratelimit::retry_after_ms(wait),
+                in_window = n,
+            );
+        }
+        self.offence(ip, Some(sub), Offence::RateLimited, now);
+        Err(Refusal::TooMany(wait))
     }
 
     /// Counts an authentication failure from `ip`; at the threshold within the window the IP

@@ -294,6 +294,10 @@ fn authorize(
             ));
         }
     };
+    // The HTTP API rate per token (issue 7 §3), beside the per-IP one.
+    if let Err(refusal) = app.admission.admit_api_sub(ip, &claims.sub, Instant::now()) {
+        return Err(refusal.into_response());
+    }
     if !allowed(&claims) {
         return Err(error_response(
             StatusCode::FORBIDDEN,

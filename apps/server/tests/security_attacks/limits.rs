@@ -248,3 +248,58 @@ async fn twenty_auth_failures_cool_the_ip_down_on_ws_and_v1_but_never_on_health(
             .is_ok()
     );
 }
+
+#[tokio::test]
+async fn one_token_spread_over_many_addresses_meets_the_http_rate_per_token() {
+    let server = TestServer::start_with(|c| {
+        trust_loopback(c);
+        c.limits.publish.burst = 3;
+        c.limits.publish.per_sec = 0.01;
+    })
+    .await;
+    let bearer = format!("Bearer {}", server.token("backend"));
+    let mut statuses = Vec::new();
+    for i in 1..=5 {
+        let ip = format!("198.51.100.{i}");
+        let answer = server
+            .http(
+                "GET",
+                "/v1/channels/room/messages",
+                &[("X-Forwarded-For", &ip), ("Authorization", &bearer)],
+                None,
+            )
+            .await;
+        if answer.status == 429 {
+            assert_eq!(answer.json()["error"]["code"], "RATE_LIMIT");
+            assert!(
+                answer
+                    .header("retry-after")
+                    .is_some_and(|s| s.parse::<u64>().is_ok_and(|s| s >= 1))
+            );
+        }
+        statuses.push(answer.status);
+    }
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 429, 429],
+        "five addresses, one token"
+    );
+    logs::wait_for("rate_limited", |l| {
+        l["data"]["limit"] == "http_token" && l["data"]["sub"] == "backend"
+    })
+    .await;
+    // Another token from one of those addresses is its own bucket.
+    let other = format!("Bearer {}", server.token("other"));
+    let answer = server
+        .http(
+            "GET",
+            "/v1/channels/room/messages",
+            &[
+                ("X-Forwarded-For", "198.51.100.1"),
+                ("Authorization", &other),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(answer.status, 200);
+}
