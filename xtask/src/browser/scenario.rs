@@ -237,6 +237,23 @@ async fn scenario(
     let client = driver.open(chromium, &run_dir.join("profile")).await?;
 
     let steps = steps(&client, &mut server, &origin, out_dir).await;
+    if steps.is_err() {
+        // Best effort: what the page showed when it failed, for whoever reads the CI log.
+        let _ = screenshot(&client, out_dir, "failure").await;
+        if let Ok(html) = client.source().await {
+            let path = out_dir.join("failure.html");
+            if std::fs::write(&path, html).is_ok() {
+                println!("browser: page source at failure: {}", path.display());
+            }
+        }
+        if let Ok(log) = std::fs::read_to_string(&server.log) {
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            println!("browser: last lines of {}:", server.log.display());
+            for line in tail.into_iter().rev() {
+                println!("  {line}");
+            }
+        }
+    }
 
     // Teardown on every path: browser session, chromedriver, server, web server.
     if let Err(err) = client.close().await {
