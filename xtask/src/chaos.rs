@@ -309,7 +309,7 @@ async fn drill(args: Args) -> Result<()> {
 
     // Settle: every publish finished, every subscriber caught up with the history.
     let settle_deadline = Instant::now() + SETTLE_TIMEOUT;
-    while members.iter().any(|m| m.outstanding() > 0) && Instant::now() < settle_deadline {
+    while !members.iter().all(Member::settled) && Instant::now() < settle_deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let reader = server.token("chaos-reader", 3600)?;

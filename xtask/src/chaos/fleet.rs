@@ -3,6 +3,7 @@
 //! into a shared [`Ledger`] that the verdict is computed from.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -57,6 +58,8 @@ pub struct Member {
     tasks: JoinSet<()>,
     /// Publishes not yet finished.
     publishes: Arc<JoinSetCounter>,
+    /// Set when the publisher loop has ended: no publish starts after it.
+    publisher_done: Arc<AtomicBool>,
 }
 
 /// Counts the publishes in flight of one member.
@@ -163,12 +166,20 @@ impl Member {
         let (l, c, counter) = (Arc::clone(&ledger), client.clone(), Arc::clone(&publishes));
         let period = Duration::from_secs_f64(1.0 / plan.rate.max(0.01));
         let (channel, index) = (plan.publish_to.clone(), plan.index);
+        let publisher_done = Arc::new(AtomicBool::new(false));
+        let done = Arc::clone(&publisher_done);
         tasks.spawn(async move {
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut n = 0u64;
-            while !stop.is_raised() {
+            loop {
                 tick.tick().await;
+                if stop.is_raised() {
+                    // Every publish started so far is counted in `counter`: the drill may
+                    // now wait for them to finish and read the history.
+                    done.store(true, std::sync::atomic::Ordering::Release);
+                    return;
+                }
                 if counter.get() >= MAX_OUTSTANDING {
                     continue;
                 }
@@ -207,12 +218,20 @@ impl Member {
             client,
             tasks,
             publishes,
+            publisher_done,
         })
     }
 
     /// Publishes still waiting for their outcome.
     pub fn outstanding(&self) -> usize {
         self.publishes.get()
+    }
+
+    /// Whether the publisher has stopped and every publish it started has its outcome.
+    pub fn settled(&self) -> bool {
+        self.publisher_done
+            .load(std::sync::atomic::Ordering::Acquire)
+            && self.outstanding() == 0
     }
 
     /// Closes the client and ends its tasks.
