@@ -388,12 +388,14 @@ async fn drill(args: Args) -> Result<()> {
         println!("chaos: wrote {}", path.display());
     }
     if verdict.lost > 0 || verdict.duplicated > 0 || verdict.unfinished > 0 {
+        // Keep the database and the server log for the post-mortem.
+        let kept = dir.keep();
         bail!(
-            "chaos: {} lost, {} duplicated, {} unfinished publishes (see above; server log {})",
+            "chaos: {} lost, {} duplicated, {} unfinished publishes (see above; database and server log kept in {})",
             verdict.lost,
             verdict.duplicated,
             verdict.unfinished,
-            dir.path().join("tether.log").display()
+            kept.display()
         );
     }
     println!("chaos: no loss, no duplicate");
