@@ -4,7 +4,6 @@
 //! Every wait is for an event or a status, with a deadline ([`harness::WAIT`]); the few
 //! timing assertions are bounds that only a broken client can miss.
 
-#[allow(dead_code)] // Shared with xtask; not every knob is used here.
 #[path = "../../../xtask/src/faultproxy.rs"]
 mod faultproxy;
 #[path = "client/harness.rs"]
@@ -14,18 +13,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use client::resilience::BreakerTransition;
 use client::resilience::WaitCause;
+use client::resilience::queue::QueueError;
 use client::{ClientEvent, Credentials, PublishError, SubscriptionItem, TokenError};
 use faultproxy::{FaultProxy, Mode};
 use harness::{TestServer, WAIT, connect, connected, fast_config, wait_event, wait_status};
 use protocol::{ConnectionState, ErrorCode, Token};
-use resilience_alias::*;
 use serde_json::json;
-
-mod resilience_alias {
-    pub use client::resilience::BreakerTransition;
-    pub use client::resilience::queue::QueueError;
-}
 
 /// A loopback address nothing listens on (bound, then released).
 fn dead_url() -> String {
