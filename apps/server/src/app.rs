@@ -28,6 +28,8 @@ pub struct App {
     pub admission: Arc<Admission>,
     /// Shutdown state and the session tracker.
     pub drain: Drain,
+    /// Sessions an operator may shed (`POST /v1/admin/shed`).
+    pub shed: crate::admin::Shedder,
     /// When the server started (for `uptime`).
     pub started: Instant,
     // Source of [`ConnKey`]s.
@@ -48,6 +50,7 @@ impl App {
             latency: LatencyTracker::default(),
             admission,
             drain,
+            shed: crate::admin::Shedder::default(),
             started: Instant::now(),
             next_key: AtomicU64::new(1),
         }

@@ -15,6 +15,7 @@
 //! Secrets are never plain flag values: `TETHER_JWT_SECRET` is read from the environment only
 //! (see [`crate::config::SECRET_ENV`]); `--jwt-secret-file` / `TETHER_JWT_SECRET_FILE` name a file.
 
+mod admin;
 mod check_env;
 mod probe;
 mod serve;
@@ -24,6 +25,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+pub use admin::{AdminAction, AdminArgs, admin};
 pub use check_env::check_env;
 pub use probe::{ProbeArgs, probe};
 pub use serve::{serve, shutdown_signal};
@@ -40,6 +42,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Command::Token(args) => token(&args),
         Command::CheckEnv(settings) => check_env(&settings),
         Command::Probe(args) => probe(&args),
+        Command::Admin(args) => admin(&args),
     }
 }
 
@@ -68,6 +71,9 @@ pub enum Command {
     /// A live view of one connection's state, RTT and quality (token from `TETHER_TOKEN` or
     /// `--token-file`).
     Probe(ProbeArgs),
+    /// Operator actions against a running server: `shed` connections, `purge` a channel
+    /// (an admin token from `TETHER_TOKEN` or `--token-file`).
+    Admin(AdminArgs),
 }
 
 /// `tether token` arguments: the claims plus the same settings `serve` takes, so the secret is

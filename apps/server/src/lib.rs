@@ -11,11 +11,12 @@
 //!   WebSocket connection; [`hub`]: fan-out of committed messages in offset order;
 //!   [`outbound`]: a connection's bounded queue; [`drain`]: graceful shutdown;
 //!   [`latency`]: Ping→Pong round trips for `/health`; [`ratelimit`]: token buckets;
-//!   [`app`]: the shared state.
+//!   [`app`]: the shared state; [`admin`]: operator actions (shed, purge).
 //! - [`tls`]: direct HTTPS/WSS with rustls; [`security_headers`]: HSTS and friends;
 //!   [`abuse`]: unusual patterns per IP and `sub`.
 
 pub mod abuse;
+pub mod admin;
 pub mod admission;
 pub mod app;
 pub mod auth;
