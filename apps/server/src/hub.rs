@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::Utf8Bytes;
-use protocol::{ServerMessage, encode};
+use protocol::{ServerMessage, Subscribed, encode};
 use tokio::sync::mpsc;
 
 use crate::outbound::Outbound;
@@ -79,7 +79,7 @@ impl Hub {
             while let Some(event) = events.recv().await {
                 match event {
                     StoreEvent::Committed(batch) => hub.dispatch(&batch),
-                    StoreEvent::Purged(info) => hub.purged(&info.name),
+                    StoreEvent::Purged(info) => hub.purged(&info.name, &info.epoch),
                 }
             }
         })
@@ -163,13 +163,31 @@ impl Hub {
         }
     }
 
-    /// A channel's history was reset: offsets restart at 1.
-    fn purged(&self, channel: &str) {
+    /// A channel's history was reset (`DELETE /v1/channels/{channel}/messages`): offsets
+    /// restart at 1 under a new epoch. Each live subscriber is told first, in order with its
+    /// deliveries, by a `subscribed` frame with the new epoch, offset 0 and `recovered: false`,
+    /// so a client forgets its offsets instead of taking offset 1 for a repeat.
+    fn purged(&self, channel: &str, epoch: &str) {
         let mut channels = self.lock();
         if let Some(slot) = channels.get_mut(channel) {
             slot.seen = 0;
+            let notice = Utf8Bytes::from(encode(&ServerMessage::Subscribed(Subscribed {
+                channel: channel.to_owned(),
+                epoch: epoch.to_owned(),
+                offset: 0,
+                recovered: false,
+                replayed: 0,
+            })));
             for sub in &mut slot.subs {
                 sub.next = 1;
+                // A full queue is cut (slow consumer) like any other push.
+                if sub.live {
+                    let _ = sub.out.push(notice.clone());
+                }
+            }
+            slot.subs.retain(|s| !s.out.is_cut());
+            if slot.subs.is_empty() {
+                channels.remove(channel);
             }
         }
     }
