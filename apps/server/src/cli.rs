@@ -1,7 +1,8 @@
 //! The `tether` command line (clap, derive + env).
 //!
 //! API summary:
-//! - [`Cli`] / [`Command`]: `tether serve`, `tether token`, `tether check-env`, `tether probe`.
+//! - [`Cli`] / [`Command`]: `tether serve`, `tether token`, `tether check-env`, `tether probe`,
+//!   `tether admin shed|purge` (operator actions, [`AdminArgs`]).
 //! - [`Settings`]: every setting of CONTRACT §2 plus the limits of §4/§5, each a `--flag` and a
 //!   `TETHER_*` (or contract-named) environment variable. All fields are raw `Option<String>`
 //!   on purpose: parsing happens in [`crate::config::Config::load`], which collects *every*
