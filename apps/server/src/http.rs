@@ -13,7 +13,7 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{ConnectInfo, Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use health::{HealthInputs, StoreProbe, Thresholds};
 use protocol::http::{
     ErrorBody, HistoryMessage, HistoryResponse, PublishBody, PublishResponse, TokenResponse,
@@ -33,7 +33,7 @@ const STORE_PING_TIMEOUT: Duration = Duration::from_secs(2);
 const DEV_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 /// WebSocket buffer sizes: small, so that an idle connection costs a few KiB. tungstenite
 /// grows the read buffer for a larger message and a write of any size still goes out whole.
-const WS_READ_BUFFER: usize = 1024;
+const WS_READ_BUFFER: usize = 256;
 const WS_WRITE_BUFFER: usize = 0;
 
 /// A JSON error response: `{"error":{"code":..,"message":..}}`.
@@ -51,8 +51,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/ws", get(websocket))
         .route(
             "/v1/channels/{channel}/messages",
-            get(history).post(publish),
-        );
+            get(history).post(publish).delete(crate::admin::purge),
+        )
+        .route("/v1/admin/shed", post(crate::admin::shed));
     router = match app.config.web_dir.clone() {
         Some(dir) => {
             let files = tower_http::services::ServeDir::new(dir)
@@ -248,7 +249,12 @@ async fn websocket(
         .write_buffer_size(WS_WRITE_BUFFER)
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| tracker.track_future(crate::session::run(app, socket, permit)))
+        // The session gets a task of its own (tracked for the drain) rather than running
+        // inside axum's upgrade task, whose state would stay allocated beside it.
+        .on_upgrade(move |socket| {
+            tracker.spawn(crate::session::run(app, socket, permit));
+            std::future::ready(())
+        })
 }
 
 /// Why an HTTP caller is not allowed: 401 or 403, as a response.

@@ -57,25 +57,45 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// Runs one connection to its end. `permit` counts it against the admission limits until the
 /// task ends.
-pub async fn run(app: Arc<App>, socket: WebSocket, permit: ConnectionPermit) {
-    let connection_id = new_connection_id();
+///
+/// Not an `async fn`: the socket goes to the heap at once, so the task's future does not keep
+/// a second, moved-from copy of it for the connection's whole life (memory per idle
+/// connection is what limits how many one process holds).
+pub fn run(
+    app: Arc<App>,
+    socket: WebSocket,
+    permit: ConnectionPermit,
+) -> impl Future<Output = ()> + Send {
+    let conn = Box::new(Conn {
+        socket,
+        connection_id: new_connection_id(),
+    });
+    drive(app, conn, permit)
+}
+
+async fn drive(app: Arc<App>, mut conn: Box<Conn>, permit: ConnectionPermit) {
     let ip = permit.ip();
     let opened = Instant::now();
     tracing::info!(
         component = "websocket",
         event = "connection_opened",
-        connection_id = %connection_id,
+        connection_id = %conn.connection_id,
         client_ip = %ip,
     );
-    let mut conn = Conn {
-        socket,
-        connection_id,
-    };
-    let code = match handshake(&app, &mut conn, ip).await {
+    // Boxed like `Session::handle`: the handshake's state is not kept for the session's life.
+    let code = match Box::pin(handshake(&app, &mut conn, ip)).await {
         Ok((claims, client, sub_permit)) => {
             let key = app.next_conn_key();
             let out = Arc::new(Outbound::new(app.config.limits.outbound_queue));
-            let mut session = Session::new(app.clone(), conn, key, ip, out, claims, client);
+            let mut session = Box::new(Session::new(
+                app.clone(),
+                conn,
+                key,
+                ip,
+                out,
+                claims,
+                client,
+            ));
             let code = session.run().await;
             session.cleanup();
             drop(sub_permit);
@@ -320,10 +340,12 @@ async fn handshake(
 
 /// Drain: `reconnect` with a delay spread over the drain window, then close 1012.
 async fn advise_reconnect(app: &App, conn: &mut Conn) -> Ended {
-    let advice = ServerMessage::Reconnect(Reconnect {
-        after_ms: app.drain.advice_ms(),
-        reason: ReconnectReason::Shutdown,
-    });
+    advise(conn, app.drain.advice_ms(), ReconnectReason::Shutdown).await
+}
+
+/// `reconnect` advice, then close 1012: the drain, and an operator's shed (`admin`).
+async fn advise(conn: &mut Conn, after_ms: u64, reason: ReconnectReason) -> Ended {
+    let advice = ServerMessage::Reconnect(Reconnect { after_ms, reason });
     let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, conn.send_frame(&advice)).await;
     conn.close(CloseCode::SERVICE_RESTART, "service restart")
         .await
@@ -356,11 +378,14 @@ struct Page {
 /// What woke the session.
 enum Event {
     Drain,
+    Shed(u64),
     Cut,
     Live(Utf8Bytes),
     Incoming(Option<Result<Message, axum::Error>>),
     Published(ServerMessage),
     Page(Page),
+    /// The single timer fired; [`Session::due`] says for which deadline.
+    Timer,
     Heartbeat,
     DeadCheck,
     Expiring,
@@ -369,7 +394,7 @@ enum Event {
 
 struct Session {
     app: Arc<App>,
-    conn: Conn,
+    conn: Box<Conn>,
     key: ConnKey,
     ip: IpAddr,
     out: Arc<Outbound>,
@@ -379,7 +404,8 @@ struct Session {
     /// Channels waiting for their replay, in subscribe order; the front one is being read.
     catchups: VecDeque<String>,
     page: Option<BoxFuture<Page>>,
-    pending: FuturesOrdered<Pending>,
+    /// Created on the first publish: an idle connection holds no publish machinery.
+    pending: Option<FuturesOrdered<Pending>>,
     publish_bucket: TokenBucket,
     strikes: TokenBucket,
     limited: bool,
@@ -389,12 +415,13 @@ struct Session {
     dead_deadline: tokio::time::Instant,
     expiring_at: Option<tokio::time::Instant>,
     expires_at: tokio::time::Instant,
+    next_ping: tokio::time::Instant,
 }
 
 impl Session {
     fn new(
         app: Arc<App>,
-        conn: Conn,
+        conn: Box<Conn>,
         key: ConnKey,
         ip: IpAddr,
         out: Arc<Outbound>,
@@ -419,6 +446,7 @@ impl Session {
             now,
         );
         let dead = dead_after(app.config.heartbeat);
+        let app_heartbeat = app.config.heartbeat;
         let mut session = Self {
             app,
             conn,
@@ -430,7 +458,7 @@ impl Session {
             generation: 0,
             catchups: VecDeque::new(),
             page: None,
-            pending: FuturesOrdered::new(),
+            pending: None,
             publish_bucket,
             strikes,
             limited: false,
@@ -440,6 +468,7 @@ impl Session {
             dead_deadline: tokio::time::Instant::now() + dead,
             expiring_at: None,
             expires_at: tokio::time::Instant::now(),
+            next_ping: tokio::time::Instant::now() + app_heartbeat,
         };
         session.set_token_timers();
         session
@@ -457,32 +486,21 @@ impl Session {
 
     /// The main loop; returns how the connection ended.
     async fn run(&mut self) -> Ended {
-        let heartbeat = self.app.config.heartbeat;
-        let mut ticker =
-            tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let drain = self.app.drain.clone();
-        // Timers live across iterations and are reset only when their deadline moves.
-        let dead = tokio::time::sleep_until(self.dead_deadline);
-        let expiring = tokio::time::sleep_until(self.expiring_at.unwrap_or(self.expires_at));
-        let expired = tokio::time::sleep_until(self.expires_at);
-        tokio::pin!(dead, expiring, expired);
+        let mut shed = self.app.shed.register(self.key);
+        // One timer for every deadline (heartbeat, dead link, token notice and expiry): each
+        // armed timer costs memory on every idle connection.
+        let timer = tokio::time::sleep_until(self.next_deadline());
+        tokio::pin!(timer);
         loop {
-            if dead.deadline() != self.dead_deadline {
-                dead.as_mut().reset(self.dead_deadline);
-            }
-            if let Some(at) = self.expiring_at
-                && expiring.deadline() != at
-            {
-                expiring.as_mut().reset(at);
-            }
-            if expired.deadline() != self.expires_at {
-                expired.as_mut().reset(self.expires_at);
+            let wake = self.next_deadline();
+            if timer.deadline() != wake {
+                timer.as_mut().reset(wake);
             }
             let event = {
-                let can_read = self.pending.len() < MAX_IN_FLIGHT;
-                let has_expiring = self.expiring_at.is_some();
-                let has_pending = !self.pending.is_empty();
+                let in_flight = self.pending.as_ref().map_or(0, FuturesOrdered::len);
+                let can_read = in_flight < MAX_IN_FLIGHT;
+                let has_pending = in_flight > 0;
                 let has_page = self.page.is_some();
                 let out = &self.out;
                 let pending = &mut self.pending;
@@ -493,20 +511,47 @@ impl Session {
                 tokio::select! {
                     biased;
                     () = drain.draining() => Event::Drain,
+                    after_ms = shed.chosen() => Event::Shed(after_ms),
                     () = out.cut() => Event::Cut,
-                    () = &mut expired => Event::Expired,
-                    () = &mut expiring, if has_expiring => Event::Expiring,
-                    () = &mut dead => Event::DeadCheck,
-                    _ = ticker.tick() => Event::Heartbeat,
+                    () = &mut timer => Event::Timer,
                     frame = out.recv() => Event::Live(frame),
-                    Some(done) = pending.next(), if has_pending => Event::Published(done),
+                    Some(done) = async { pending.as_mut().expect("guarded by has_pending").next().await }, if has_pending => Event::Published(done),
                     page = async { page.as_mut().expect("guarded by has_page").await }, if has_page => Event::Page(page),
                     incoming = socket.recv(), if can_read => Event::Incoming(incoming),
                 }
             };
-            if let Some(ended) = self.handle(event).await {
+            let event = match event {
+                Event::Timer => self.due(),
+                other => other,
+            };
+            // Boxed: handling an event needs far more state than waiting for one, and an idle
+            // connection should only pay for the waiting (this task's size is per connection).
+            if let Some(ended) = Box::pin(self.handle(event)).await {
                 return ended;
             }
+        }
+    }
+
+    /// The earliest of this connection's deadlines.
+    fn next_deadline(&self) -> tokio::time::Instant {
+        let mut at = self.expires_at.min(self.dead_deadline).min(self.next_ping);
+        if let Some(expiring) = self.expiring_at {
+            at = at.min(expiring);
+        }
+        at
+    }
+
+    /// Which deadline the timer fired for (the most urgent one that is due).
+    fn due(&self) -> Event {
+        let now = tokio::time::Instant::now();
+        if self.expires_at <= now {
+            Event::Expired
+        } else if self.expiring_at.is_some_and(|at| at <= now) {
+            Event::Expiring
+        } else if self.dead_deadline <= now {
+            Event::DeadCheck
+        } else {
+            Event::Heartbeat
         }
     }
 
@@ -514,7 +559,11 @@ impl Session {
     async fn handle(&mut self, event: Event) -> Option<Ended> {
         match event {
             Event::Drain => Some(advise_reconnect(&self.app, &mut self.conn).await),
+            Event::Shed(after_ms) => {
+                Some(advise(&mut self.conn, after_ms, ReconnectReason::Shed).await)
+            }
             Event::Cut => Some(self.slow_consumer().await),
+            Event::Timer => None,
             Event::Live(frame) => self.write_live(frame).await,
             Event::Published(reply) => self.write(&reply).await,
             Event::Page(page) => {
@@ -523,6 +572,9 @@ impl Session {
             }
             Event::Incoming(incoming) => self.on_incoming(incoming).await,
             Event::Heartbeat => {
+                let heartbeat = self.app.config.heartbeat;
+                let now = tokio::time::Instant::now();
+                self.next_ping = (self.next_ping + heartbeat).max(now + heartbeat / 2);
                 self.ping_seq += 1;
                 let sent = Instant::now();
                 self.ping_sent = Some((self.ping_seq, sent));
@@ -985,7 +1037,8 @@ impl Session {
         // connection's publishes in order in the store.
         let stored = self.app.store.publish(request);
         let connection_id = self.conn.connection_id.clone();
-        self.pending.push_back(Box::pin(async move {
+        let pending = self.pending.get_or_insert_with(FuturesOrdered::new);
+        pending.push_back(Box::pin(async move {
             outcome_frame(stored.await, publish.id, publish.channel, &connection_id)
         }));
         None
