@@ -58,6 +58,9 @@ pub struct Args {
     /// Connections opened for the set-up rate.
     #[arg(long, default_value_t = 2_000)]
     setups: usize,
+    /// Run only these scenarios (`setup`, `fanout`, `memory`); default all.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 type Ws = WebSocketStream<tokio::net::TcpStream>;
@@ -88,28 +91,45 @@ pub fn run(args: Args) -> Result<()> {
         .enable_all()
         .build()
         .context("the load generator's runtime")?;
+    let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
+    let (do_setup, do_fanout, do_memory) = (wanted("setup"), wanted("fanout"), wanted("memory"));
     let result = runtime.block_on(async {
+        if do_setup {
         let setup = setup_rate(server.addr, &token, setups).await?;
         println!(
             "setup: {setups} connections (upgrade + hello → welcome, {CONNECT_CONCURRENCY} in flight): {:.0}/s, p50 {:.2} ms, p99 {:.2} ms",
             setup.rate, setup.p50_ms, setup.p99_ms
         );
-        for &subscribers in &fanouts {
+        }
+        for &subscribers in fanouts.iter().filter(|_| do_fanout) {
             let count = if subscribers >= 1_000 {
                 messages / 5
             } else {
                 messages
             };
-            let f = fanout(server.addr, &token, subscribers, count).await?;
+            let f = fanout(server.addr, &token, subscribers, count, None).await?;
             println!(
-                "fanout: {subscribers} subscriber(s) × {count} messages: publish {:.0} msg/s, deliver {:.0} msg/s, latency p50 {:.2} ms, p99 {:.2} ms",
+                "fanout: {subscribers} subscriber(s) × {count} messages, saturated ({WINDOW} in flight): publish {:.0} msg/s, deliver {:.0} msg/s, latency p50 {:.2} ms, p99 {:.2} ms",
                 f.publish_rate, f.deliver_rate, f.p50_ms, f.p99_ms
             );
+            // Latency without queueing: a steady rate well below saturation.
+            let rate = (100_000 / subscribers).clamp(20, 1_000);
+            let paced = (rate * 2).min(count);
+            let interval = Duration::from_secs(1) / u32::try_from(rate).unwrap_or(1_000);
+            let p = fanout(server.addr, &token, subscribers, paced, Some(interval)).await?;
+            println!(
+                "fanout: {subscribers} subscriber(s) × {paced} messages, paced at {rate} msg/s: latency p50 {:.2} ms, p99 {:.2} ms",
+                p.p50_ms, p.p99_ms
+            );
+        }
+        if !do_memory {
+            return anyhow::Ok(());
         }
         let m = idle_memory(&server, &token, idle).await?;
         println!(
-            "memory: {idle} idle subscribed connections: server RSS {:.1} MiB → {:.1} MiB, {:.2} KiB per connection",
+            "memory: {idle} idle subscribed connections: server RSS {:.1} MiB at {} → {:.1} MiB at {idle}, {:.2} KiB per added connection",
             m.before_kib as f64 / 1024.0,
+            (idle / 10).max(1),
             m.after_kib as f64 / 1024.0,
             m.per_connection_kib
         );
@@ -378,8 +398,18 @@ struct Fanout {
     p99_ms: f64,
 }
 
-async fn fanout(addr: SocketAddr, token: &str, subscribers: usize, count: usize) -> Result<Fanout> {
-    let channel = format!("bench:fanout:{subscribers}");
+/// One publisher, `subscribers` readers on one channel. Without `pace` the publisher keeps
+/// [`WINDOW`] publishes in flight (throughput); with it, one publish per `pace` (latency).
+async fn fanout(
+    addr: SocketAddr,
+    token: &str,
+    subscribers: usize,
+    count: usize,
+    pace: Option<Duration>,
+) -> Result<Fanout> {
+    static RUN: AtomicUsize = AtomicUsize::new(0);
+    let run = RUN.fetch_add(1, Ordering::Relaxed);
+    let channel = format!("bench:fanout:{subscribers}:{run}");
     let name = channel.clone();
     let (subs, _) = open_many(
         addr,
@@ -408,7 +438,11 @@ async fn fanout(addr: SocketAddr, token: &str, subscribers: usize, count: usize)
     let started = Instant::now();
     let mut in_flight = 0usize;
     let mut acked = 0usize;
+    let mut ticker = pace.map(tokio::time::interval);
     for n in 0..count {
+        if let Some(ticker) = &mut ticker {
+            ticker.tick().await;
+        }
         if in_flight >= WINDOW {
             acked += wait_acks(&mut publisher, 1).await?;
             in_flight -= 1;
@@ -416,7 +450,7 @@ async fn fanout(addr: SocketAddr, token: &str, subscribers: usize, count: usize)
         let t = u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
         let frame = serde_json::json!({"type":"publish","id":format!("b{n}"),"channel":channel,"data":{"t":t}});
         publisher.feed(Message::text(frame.to_string())).await?;
-        if n % 32 == 31 {
+        if pace.is_some() || n % 32 == 31 {
             publisher.flush().await?;
         }
         in_flight += 1;
@@ -461,32 +495,25 @@ struct Memory {
     per_connection_kib: f64,
 }
 
+/// RSS growth per connection between 10 % and 100 % of `count` idle, authenticated,
+/// subscribed connections: the marginal cost of one more, without the one-time growth of
+/// allocator arenas and tables that the first connections pay for.
 async fn idle_memory(server: &Server, token: &str, count: usize) -> Result<Memory> {
-    // Warm up allocator pools and the channel's hub slot, then measure from there.
-    let (warm, _) = open_many(
-        server.addr,
-        token,
-        100,
-        Some(Arc::new(|i| format!("bench:idle:{}", i % 100))),
-    )
-    .await?;
-    close_all(warm).await;
+    let channel: Arc<dyn Fn(usize) -> String + Send + Sync> =
+        Arc::new(|i| format!("bench:idle:{}", i % 100));
+    let first = (count / 10).max(1);
+    let (mut conns, _) = open_many(server.addr, token, first, Some(channel.clone())).await?;
+    // Let the server settle (its per-connection tasks park on their sockets).
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before_kib = server.rss_kib()?;
-    let (conns, _) = open_many(
-        server.addr,
-        token,
-        count,
-        Some(Arc::new(|i| format!("bench:idle:{}", i % 100))),
-    )
-    .await?;
-    // Let the server settle (its per-connection tasks park on their sockets).
+    let (rest, _) = open_many(server.addr, token, count - first, Some(channel)).await?;
+    conns.extend(rest);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after_kib = server.rss_kib()?;
     close_all(conns).await;
     Ok(Memory {
         before_kib,
         after_kib,
-        per_connection_kib: after_kib.saturating_sub(before_kib) as f64 / count as f64,
+        per_connection_kib: after_kib.saturating_sub(before_kib) as f64 / (count - first) as f64,
     })
 }
