@@ -29,10 +29,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
+#[cfg(test)]
+use self::post::logs;
 use self::post::post_deployment;
-pub use self::post::{get, live_check, logs};
+pub use self::post::{get, live_check};
 use self::pre::pre_deployment;
-pub use self::pre::{build_quietly, check_env, dependencies, security, tunnel_check};
+#[cfg(test)]
+use self::pre::{build_quietly, check_env, dependencies, security, tunnel_check};
 
 /// `cargo xtask doctor`: the pre- and post-deployment checklists.
 #[derive(clap::Args, Debug, Default)]

@@ -264,6 +264,7 @@ impl Supervised {
     }
 
     /// Waits until supervision ends by itself (gave up, or a clean exit).
+    #[cfg(test)]
     pub async fn finished(&mut self) -> Finish {
         match self.task.take() {
             Some(task) => task.await.unwrap_or(Finish::Stopped),

@@ -58,6 +58,7 @@ impl EventLog {
     }
 
     /// A log that only feeds subscribers (for tests).
+    #[cfg(test)]
     pub fn silent() -> Self {
         let (tx, _) = broadcast::channel(1024);
         EventLog {
@@ -79,6 +80,7 @@ impl EventLog {
     }
 
     /// Every event emitted from now on.
+    #[cfg(test)]
     pub fn subscribe(&self) -> broadcast::Receiver<LogEntry> {
         self.inner.tx.subscribe()
     }

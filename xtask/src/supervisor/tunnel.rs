@@ -137,6 +137,7 @@ impl Tunnel {
     }
 
     /// The pid of the running ngrok.
+    #[cfg(test)]
     pub fn pid(&self) -> Option<u32> {
         self.supervised.status().pid
     }
