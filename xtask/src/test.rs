@@ -1,7 +1,8 @@
 //! `cargo xtask test`: everything CI checks, in the order that fails fastest.
 //!
 //! Steps: fmt → tidy → clippy (native, default members) → clippy for wasm32 (the sans-IO
-//! crates) → tests (cargo-nextest) → doctests → web (wasm build + browser tests) → chaos smoke.
+//! crates) → tests (cargo-nextest) → doctests → web (wasm build + browser tests) → chaos smoke
+//! → bench smoke.
 //! Every step shares one target directory (the caller's, default `target/`), runs in the dev
 //! profile and builds each thing once; the first failure stops the run with the step's name.
 
@@ -65,6 +66,13 @@ pub fn run(args: Args) -> Result<()> {
             "chaos",
             "chaos smoke: kill and restart the server",
             crate::chaos::test_step,
+        ),
+        // A tiny benchmark run on the debug build, so `cargo xtask bench` keeps working; the
+        // figures of docs/benchmarks.md come from full release runs, never from tests.
+        Step::new(
+            "bench",
+            "benchmark smoke: a tiny load run against the debug build",
+            crate::bench::test_step,
         ),
         // -------------------------------------------------------------------------------------
     ];
