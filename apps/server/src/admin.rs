@@ -18,7 +18,7 @@ use std::time::Instant;
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use protocol::{ChannelName, Claims, ErrorCode};
 use rand::Rng as _;
@@ -27,8 +27,7 @@ use serde_json::json;
 use tokio::sync::oneshot;
 
 use crate::app::App;
-use crate::auth::fingerprint;
-use crate::http::error_response;
+use crate::http::{bad_request, error_response};
 use crate::hub::ConnKey;
 
 /// Largest accepted shed body.
@@ -142,57 +141,16 @@ struct ShedBody {
 /// one, 403 `FORBIDDEN` without the claim. Failures count and log as in the other endpoints.
 #[allow(clippy::result_large_err)] // The error is the finished response, built once.
 fn authorize_admin(app: &App, ip: IpAddr, headers: &HeaderMap) -> Result<Claims, Response> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|raw| {
-            raw.strip_prefix("Bearer ")
-                .or_else(|| raw.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .unwrap_or("");
-    if token.is_empty() {
-        return Err(error_response(
-            StatusCode::UNAUTHORIZED,
-            ErrorCode::AuthFailure,
-            "missing Authorization: Bearer <token>",
-        ));
-    }
-    let claims = match app.auth.verify(token) {
-        Ok(c) => c,
-        Err(err) => {
-            tracing::warn!(
-                component = "server",
-                event = "auth_failure",
-                client_ip = %ip,
-                reason = err.reason(),
-                detail = %err,
-                phase = "admin",
-                token_fingerprint = %fingerprint(token),
-            );
-            app.admission.auth_failed(ip, Instant::now());
-            return Err(error_response(
-                StatusCode::UNAUTHORIZED,
-                ErrorCode::AuthFailure,
-                &err.to_string(),
-            ));
-        }
-    };
-    if let Err(refusal) = app.admission.admit_api_sub(ip, &claims.sub, Instant::now()) {
-        return Err(refusal.into_response());
-    }
-    if !claims.admin {
-        return Err(error_response(
-            StatusCode::FORBIDDEN,
-            ErrorCode::Forbidden,
-            "operator actions need a token with the admin claim",
-        ));
-    }
-    Ok(claims)
-}
-
-fn bad_request(message: &str) -> Response {
-    error_response(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, message)
+    crate::http::authorize(
+        app,
+        ip,
+        headers,
+        crate::http::Requirement {
+            phase: "admin",
+            allowed: &|claims| claims.admin,
+            denied: "operator actions need a token with the admin claim",
+        },
+    )
 }
 
 /// `POST /v1/admin/shed`.

@@ -257,13 +257,23 @@ async fn websocket(
         })
 }
 
-/// Why an HTTP caller is not allowed: 401 or 403, as a response.
+/// What an HTTP caller must hold: the right checked after the token verifies, the message of
+/// the 403 without it, and the `phase` its `auth_failure` lines carry.
+pub(crate) struct Requirement<'a> {
+    pub phase: &'static str,
+    pub allowed: &'a dyn Fn(&Claims) -> bool,
+    pub denied: &'static str,
+}
+
+/// The caller's claims, or why not as a finished response: 401 `AUTH_FAILURE` without a valid
+/// bearer token (logged and counted toward the IP's cool-down), 429 past the per-token API
+/// rate, 403 `FORBIDDEN` without the right. Every `/v1/*` handler goes through here.
 #[allow(clippy::result_large_err)] // The error is the finished response, built once.
-fn authorize(
+pub(crate) fn authorize(
     app: &App,
     ip: std::net::IpAddr,
     headers: &HeaderMap,
-    allowed: impl Fn(&Claims) -> bool,
+    need: Requirement<'_>,
 ) -> Result<Claims, Response> {
     let Some(raw) = headers
         .get(header::AUTHORIZATION)
@@ -289,7 +299,7 @@ fn authorize(
                 client_ip = %ip,
                 reason = err.reason(),
                 detail = %err,
-                phase = "http",
+                phase = need.phase,
                 token_fingerprint = %fingerprint(token),
             );
             app.admission.auth_failed(ip, Instant::now());
@@ -304,17 +314,26 @@ fn authorize(
     if let Err(refusal) = app.admission.admit_api_sub(ip, &claims.sub, Instant::now()) {
         return Err(refusal.into_response());
     }
-    if !allowed(&claims) {
+    if !(need.allowed)(&claims) {
         return Err(error_response(
             StatusCode::FORBIDDEN,
             ErrorCode::Forbidden,
-            "the token does not grant this right on this channel",
+            need.denied,
         ));
     }
     Ok(claims)
 }
 
-fn bad_request(message: &str) -> Response {
+/// A right on the path's channel.
+fn channel_right<'a>(allowed: &'a dyn Fn(&Claims) -> bool) -> Requirement<'a> {
+    Requirement {
+        phase: "http",
+        allowed,
+        denied: "the token does not grant this right on this channel",
+    }
+}
+
+pub(crate) fn bad_request(message: &str) -> Response {
     error_response(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, message)
 }
 
@@ -329,7 +348,12 @@ async fn publish(
         Ok(ip) => ip,
         Err(refusal) => return refusal.into_response(),
     };
-    let claims = match authorize(&app, ip, &headers, |c| c.can_publish(&channel)) {
+    let claims = match authorize(
+        &app,
+        ip,
+        &headers,
+        channel_right(&|c| c.can_publish(&channel)),
+    ) {
         Ok(c) => c,
         Err(response) => return response,
     };
@@ -407,7 +431,12 @@ async fn history(
         Ok(ip) => ip,
         Err(refusal) => return refusal.into_response(),
     };
-    if let Err(response) = authorize(&app, ip, &headers, |c| c.can_subscribe(&channel)) {
+    if let Err(response) = authorize(
+        &app,
+        ip,
+        &headers,
+        channel_right(&|c| c.can_subscribe(&channel)),
+    ) {
         return response;
     }
     if let Err(e) = ChannelName::parse(&channel) {
