@@ -71,8 +71,11 @@ const BANNED: &[(&str, &str)] = &[
         "#[should_panic",
         "assert on the `Err` instead of expecting a panic",
     ),
-    ("todo!(", "unfinished code does not land"),
-    ("unimplemented!(", "unfinished code does not land"),
+    (concat!("todo", "!("), "unfinished code does not land"),
+    (
+        concat!("unimplemented", "!("),
+        "unfinished code does not land",
+    ),
 ];
 
 /// The `.rs` files to check, relative to `root`: the ones git tracks, or, outside a git
@@ -555,13 +558,13 @@ mod tests {
     #[test]
     fn banned_patterns_are_reported_with_their_line() {
         let path = Path::new("apps/server/src/hub.rs");
-        let text = "//! Hub.\n#[test]\n#[ignore]\nfn t() { todo!() }\n#[should_panic(expected = \"x\")]\nfn u() { unimplemented!(\"later\") }\n";
+        let text = "//! Hub.\n#[test]\n#[ignore\x5d\nfn t() { todo\x21() }\n#[should_panic(expected = \"x\")]\nfn u() { unimplemented\x21(\"later\") }\n";
         let problems = check_source(path, text);
         assert_eq!(problems.len(), 4, "{problems:#?}");
         assert!(problems[0].starts_with("apps/server/src/hub.rs:3: `#[ignore`"));
-        assert!(problems[1].starts_with("apps/server/src/hub.rs:4: `todo!(`"));
+        assert!(problems[1].starts_with("apps/server/src/hub.rs:4: `todo\x21(`"));
         assert!(problems[2].starts_with("apps/server/src/hub.rs:5: `#[should_panic`"));
-        assert!(problems[3].starts_with("apps/server/src/hub.rs:6: `unimplemented!(`"));
+        assert!(problems[3].starts_with("apps/server/src/hub.rs:6: `unimplemented\x21(`"));
     }
 
     #[test]
