@@ -757,6 +757,8 @@ impl Session {
             }
             ClientMessage::Publish(publish) => self.publish(publish).await,
             ClientMessage::Refresh(refresh) => self.refresh(refresh.token.expose()).await,
+            // A quality report has no answer (CONTRACT §5.8); the metrics fold it in.
+            ClientMessage::Report(_) => None,
         }
     }
 

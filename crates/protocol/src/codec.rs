@@ -150,7 +150,7 @@ fn check_client_limits(msg: &ClientMessage) -> Result<(), DecodeError> {
         ClientMessage::Subscribe(s) => {
             limit("epoch", s.epoch.as_deref().unwrap_or(""), MAX_EPOCH_BYTES)
         }
-        ClientMessage::Ping(_) | ClientMessage::Unsubscribe(_) => Ok(()),
+        ClientMessage::Ping(_) | ClientMessage::Unsubscribe(_) | ClientMessage::Report(_) => Ok(()),
     }
 }
 

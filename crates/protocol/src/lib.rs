@@ -40,8 +40,8 @@ pub use codes::{CloseAction, CloseCode, ErrorCode};
 pub use log::{LogEntry, LogLevel};
 pub use message::{
     Ack, ClientMessage, Delivery, ErrorFrame, Hello, Nack, Ping, Pong, Publish, Reconnect,
-    ReconnectReason, Refresh, Refreshed, ServerMessage, Subscribe, Subscribed, TokenExpiring,
-    Unsubscribe, Unsubscribed, Welcome,
+    ReconnectReason, Refresh, Refreshed, Report, RttSummary, ServerMessage, Subscribe, Subscribed,
+    TokenExpiring, Unsubscribe, Unsubscribed, Welcome,
 };
 pub use state::ConnectionState;
 pub use time::Timestamp;

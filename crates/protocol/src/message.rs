@@ -27,6 +27,8 @@ pub enum ClientMessage {
     Publish(Publish),
     /// Replace the connection's token without reconnecting.
     Refresh(Refresh),
+    /// A client's connection-quality report (CONTRACT §5.8); the server does not answer.
+    Report(Report),
 }
 
 /// `{"type":"hello","token":"<JWT>","client":"web/0.1.0"}`
@@ -82,6 +84,46 @@ pub struct Publish {
 pub struct Refresh {
     /// The new JWT; must carry the same `sub`.
     pub token: Token,
+}
+
+/// `{"type":"report","rtt_ms":{"last":41,"p50":38,"p95":120},"reconnects":2,...}` (CONTRACT §5.8).
+///
+/// Sent every 60 s while connected and once right after a reconnect. Every field is optional,
+/// so an older or smaller client can send what it has.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Round-trip times the client measured, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<RttSummary>,
+    /// Reconnections since the client started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconnects: Option<u64>,
+    /// Failed connection attempts since the client started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_attempts: Option<u64>,
+    /// Total time spent without a connection, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downtime_ms: Option<u64>,
+    /// Publishes waiting in the client's outbound queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<u64>,
+    /// Acknowledged ÷ sent publishes, 0.0–1.0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_rate: Option<f64>,
+}
+
+/// The round-trip summary inside a [`Report`], in milliseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RttSummary {
+    /// The latest sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<f64>,
+    /// The median of the client's window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p50: Option<f64>,
+    /// The 95th percentile of the client's window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p95: Option<f64>,
 }
 
 /// A frame from server to client.
@@ -262,6 +304,7 @@ impl ClientMessage {
             Self::Unsubscribe(_) => "unsubscribe",
             Self::Publish(_) => "publish",
             Self::Refresh(_) => "refresh",
+            Self::Report(_) => "report",
         }
     }
 }
@@ -296,13 +339,14 @@ impl ServerMessage {
 }
 
 /// The names of every client message type, for error messages and tests.
-pub const CLIENT_TYPES: [&str; 6] = [
+pub const CLIENT_TYPES: [&str; 7] = [
     "hello",
     "ping",
     "subscribe",
     "unsubscribe",
     "publish",
     "refresh",
+    "report",
 ];
 
 /// The names of every server message type.

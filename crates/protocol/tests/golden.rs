@@ -95,3 +95,23 @@ fn an_unknown_reconnect_reason_is_tolerated() {
     };
     assert_eq!(r.reason, protocol::ReconnectReason::Other);
 }
+
+#[test]
+fn the_contract_report_example_decodes_with_integer_numbers() {
+    let text = r#"{"type":"report","rtt_ms":{"last":41,"p50":38,"p95":120},"reconnects":2,"failed_attempts":3,"downtime_ms":5400,"queue":0,"delivery_rate":1.0,"future_field":true}"#;
+    let ClientMessage::Report(report) = decode_client(text).expect("the §5.8 example decodes")
+    else {
+        panic!("not a report");
+    };
+    let rtt = report.rtt_ms.expect("rtt_ms present");
+    assert_eq!(
+        (rtt.last, rtt.p50, rtt.p95),
+        (Some(41.0), Some(38.0), Some(120.0))
+    );
+    assert_eq!(report.reconnects, Some(2));
+    assert_eq!(report.failed_attempts, Some(3));
+    assert_eq!(report.downtime_ms, Some(5400));
+    assert_eq!(report.queue, Some(0));
+    assert_eq!(report.delivery_rate, Some(1.0));
+    assert!(decode_client(r#"{"type":"report","reconnects":"two"}"#).is_err());
+}

@@ -63,6 +63,30 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
         id().prop_map(|t| ClientMessage::Refresh(Refresh {
             token: Token::new(t)
         })),
+        (
+            prop::option::of((
+                prop::option::of(0.0f64..1e6),
+                prop::option::of(0.0f64..1e6),
+                prop::option::of(0.0f64..1e6)
+            )),
+            prop::option::of(any::<u64>()),
+            prop::option::of(any::<u64>()),
+            prop::option::of(any::<u64>()),
+            prop::option::of(any::<u64>()),
+            prop::option::of(0.0f64..=1.0)
+        )
+            .prop_map(
+                |(rtt, reconnects, failed_attempts, downtime_ms, queue, delivery_rate)| {
+                    ClientMessage::Report(Report {
+                        rtt_ms: rtt.map(|(last, p50, p95)| RttSummary { last, p50, p95 }),
+                        reconnects,
+                        failed_attempts,
+                        downtime_ms,
+                        queue,
+                        delivery_rate,
+                    })
+                }
+            ),
     ]
 }
 
