@@ -770,6 +770,7 @@ impl Config {
         let issuer = given(s.jwt_issuer.as_ref()).map(str::to_owned);
         let audience = given(s.jwt_audience.as_ref()).map(str::to_owned);
         let (algorithm, public_key) = jwt_key(&mut c, s);
+        let max_ttl = tokens::max_token_ttl(&mut c, s);
         let secret = resolve_secret(&mut c, s, env, prod, &store.path, mode);
 
         if !c.errors.is_empty() {
@@ -795,6 +796,7 @@ impl Config {
                 issuer,
                 audience,
                 leeway: Duration::from_secs(5),
+                max_ttl,
             },
             secret_source,
             allowed_origins,
@@ -988,6 +990,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 mod net;
 mod secret;
+mod tokens;
 
 use net::parse_origins;
 pub use net::{AllowedOrigins, Cidr, normalise_origin};
