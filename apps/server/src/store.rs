@@ -330,9 +330,9 @@ impl StoreConfig {
         Self {
             path: path.into(),
             synchronous: Synchronous::Normal,
-            retention_messages: 10_000,
-            retention_max_age: Duration::from_secs(24 * 3600),
-            dedup_window: Duration::from_secs(24 * 3600),
+            retention_messages: protocol::defaults::RETENTION_MESSAGES,
+            retention_max_age: Duration::from_millis(protocol::defaults::RETENTION_MAX_AGE_MS),
+            dedup_window: Duration::from_millis(protocol::defaults::DEDUP_WINDOW_MS),
             maintenance_interval: Duration::from_secs(60),
             batch_max: 512,
             events_capacity: 1_024,
