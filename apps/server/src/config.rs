@@ -20,7 +20,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::auth::{AuthConfig, JwtAlgorithm, Secret};
+use crate::auth::{AuthConfig, JwtAlgorithm};
 use crate::cli::Settings;
 use crate::store::{StoreConfig, Synchronous};
 
@@ -183,30 +183,6 @@ impl Default for Limits {
     }
 }
 
-/// The Twilio settings (all four or none).
-#[derive(Clone, PartialEq, Eq)]
-pub struct TwilioConfig {
-    /// `TWILIO_ACCOUNT_SID`.
-    pub account_sid: String,
-    /// `TWILIO_AUTH_TOKEN` (redacted in `Debug`).
-    pub auth_token: Secret,
-    /// `TWILIO_PHONE_NUMBER`.
-    pub phone_number: String,
-    /// `PUBLIC_URL`.
-    pub public_url: String,
-}
-
-impl fmt::Debug for TwilioConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TwilioConfig")
-            .field("account_sid", &self.account_sid)
-            .field("auth_token", &self.auth_token)
-            .field("phone_number", &self.phone_number)
-            .field("public_url", &self.public_url)
-            .finish()
-    }
-}
-
 /// The validated configuration `run()` takes.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -248,6 +224,8 @@ pub struct Config {
     pub limits: Limits,
     /// Twilio, when all four settings are present.
     pub twilio: Option<TwilioConfig>,
+    /// The call path's settings (agent URL, resumes, buffer), checked even with Twilio off.
+    pub calls: CallSettings,
     /// OTLP endpoint, when set.
     pub otlp_endpoint: Option<String>,
     /// Non-fatal findings (dev secret generated, `*` origin, no TLS in production, …).
@@ -732,6 +710,7 @@ impl Config {
 
         // Twilio: all four or none.
         let twilio = parse_twilio(&mut c, s, env, prod);
+        let calls = twilio::parse_calls(&mut c, s);
 
         let otlp_endpoint =
             given(s.otlp_endpoint.as_ref()).and_then(|v| match url::Url::parse(v) {
@@ -809,6 +788,7 @@ impl Config {
             log_format,
             limits,
             twilio,
+            calls,
             otlp_endpoint,
             warnings: c.warnings,
         })
@@ -900,77 +880,6 @@ pub fn parse_database_url(url: &str) -> Result<PathBuf, String> {
     Ok(PathBuf::from(path))
 }
 
-fn parse_twilio(c: &mut Check, s: &Settings, env: &Env, prod: bool) -> Option<TwilioConfig> {
-    let token = match (
-        env.get(TWILIO_TOKEN_ENV),
-        given(s.twilio_auth_token_file.as_ref()),
-    ) {
-        (Some(t), None) => Some(t.to_owned()),
-        (None, Some(path)) => match std::fs::read_to_string(path) {
-            Ok(t) => Some(t.trim_end_matches(['\r', '\n']).to_owned()).filter(|t| !t.is_empty()),
-            Err(e) => {
-                c.error(
-                    "TWILIO_AUTH_TOKEN_FILE",
-                    format!("cannot read {path:?}: {e}"),
-                );
-                return None;
-            }
-        },
-        (Some(_), Some(_)) => {
-            c.error(
-                "TWILIO_AUTH_TOKEN",
-                "set either TWILIO_AUTH_TOKEN or TWILIO_AUTH_TOKEN_FILE, not both",
-            );
-            return None;
-        }
-        (None, None) => None,
-    };
-    let sid = given(s.twilio_account_sid.as_ref());
-    let phone = given(s.twilio_phone_number.as_ref());
-    let public_url = given(s.public_url.as_ref());
-    let present = [
-        ("TWILIO_ACCOUNT_SID", sid.is_some()),
-        (TWILIO_TOKEN_ENV, token.is_some()),
-        ("TWILIO_PHONE_NUMBER", phone.is_some()),
-        ("PUBLIC_URL", public_url.is_some()),
-    ];
-    let missing: Vec<&str> = present
-        .iter()
-        .filter(|(_, p)| !p)
-        .map(|(n, _)| *n)
-        .collect();
-    if missing.len() == present.len() {
-        if prod {
-            c.warn(
-                "TWILIO_ACCOUNT_SID",
-                "Twilio not configured: the Twilio features are off",
-            );
-        }
-        return None;
-    }
-    if !missing.is_empty() {
-        c.error(
-            &missing.join(", "),
-            "missing (Twilio needs all of TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_PHONE_NUMBER, PUBLIC_URL, or none)",
-        );
-        return None;
-    }
-    let (sid, token, phone, public_url) = (sid?, token?, phone?, public_url?);
-    match url::Url::parse(public_url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-        _ => {
-            c.error("PUBLIC_URL", format!("not an http(s) URL: {public_url:?}"));
-            return None;
-        }
-    }
-    Some(TwilioConfig {
-        account_sid: sid.to_owned(),
-        auth_token: Secret::new(token.into_bytes()),
-        phone_number: phone.to_owned(),
-        public_url: public_url.to_owned(),
-    })
-}
-
 /// Levenshtein distance (ASCII names).
 fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<u8> = b.bytes().collect();
@@ -988,10 +897,13 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 mod net;
 mod secret;
+mod twilio;
 
 use net::parse_origins;
 pub use net::{AllowedOrigins, Cidr, normalise_origin};
 use secret::resolve_secret;
+use twilio::parse_twilio;
+pub use twilio::{AgentUrl, CallSettings, TwilioConfig};
 
 #[cfg(test)]
 mod tests;

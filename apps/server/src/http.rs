@@ -53,7 +53,8 @@ pub fn router(app: Arc<App>) -> Router {
             "/v1/channels/{channel}/messages",
             get(history).post(publish).delete(crate::admin::purge),
         )
-        .route("/v1/admin/shed", post(crate::admin::shed));
+        .route("/v1/admin/shed", post(crate::admin::shed))
+        .merge(crate::twilio::router());
     router = match app.config.web_dir.clone() {
         Some(dir) => {
             let files = tower_http::services::ServeDir::new(dir)
@@ -129,6 +130,10 @@ async fn health(State(app): State<Arc<App>>) -> Response {
     inputs
         .extra
         .insert("abuse".to_owned(), crate::abuse::health_check(&abuse));
+    if app.calls.enabled.is_some() {
+        let agent = app.calls.health_check(Instant::now());
+        inputs.extra.insert("agent".to_owned(), agent);
+    }
     let thresholds = Thresholds {
         latency: app.config.latency_threshold,
         ..Thresholds::default()

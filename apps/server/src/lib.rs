@@ -14,6 +14,7 @@
 //!   [`app`]: the shared state; [`admin`]: operator actions (shed, purge).
 //! - [`tls`]: direct HTTPS/WSS with rustls; [`security_headers`]: HSTS and friends;
 //!   [`abuse`]: unusual patterns per IP and `sub`.
+//! - [`twilio`]: the Twilio voice gateway (CONTRACT §10).
 
 pub mod abuse;
 pub mod admin;
@@ -33,6 +34,7 @@ pub mod security_headers;
 pub mod session;
 pub mod store;
 pub mod tls;
+pub mod twilio;
 
 use std::future::Future;
 use std::sync::Arc;
