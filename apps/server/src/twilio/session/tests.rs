@@ -71,7 +71,7 @@ fn a_call_end_to_end_then_stop() {
     s.handle_agent_opened(t0 + Duration::from_millis(5), &mut b);
     assert_eq!(
         transcript(&mut s),
-        ["agent connected", "agent start #1", "agent media #2"]
+        ["agent connected", "agent start #1 MZ1", "agent media #2"]
     );
     s.handle_twilio_text(t0 + Duration::from_millis(20), &media(3, 72));
     s.handle_agent_text(r#"{"event":"media","streamSid":"wrong","media":{"payload":"AAAA"}}"#);
@@ -98,7 +98,7 @@ fn a_call_end_to_end_then_stop() {
             "agent stop #9",
             "PersistEnded(Stop)",
             "CloseAgent",
-            "stats in=5 out=1 gaps=5 buffered=0 dropped=0",
+            "stats in=5 out=1 gaps=0 buffered=0 dropped=0",
             "Event(Ended(Stop))"
         ]
     );
@@ -172,7 +172,7 @@ fn the_hold_buffer_drops_the_oldest_and_counts() {
         lines,
         [
             "agent connected",
-            "agent start #1",
+            "agent start #1 MZ1",
             "agent media #5",
             "agent media #6",
             "agent media #7",
@@ -231,9 +231,9 @@ fn no_resume_in_time_ends_the_call() {
     transcript(&mut s);
     s.handle_timeout(t0 + RESUME_WAIT, &mut b);
     let lines = transcript(&mut s);
-    assert_eq!(
-        lines.first().map(String::as_str),
-        Some("PersistEnded(StreamLost)")
+    assert!(
+        lines.iter().any(|l| l == "PersistEnded(StreamLost)"),
+        "{lines:?}"
     );
     assert_eq!(
         lines.last().map(String::as_str),
