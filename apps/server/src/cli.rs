@@ -256,6 +256,20 @@ pub struct Settings {
     /// File holding the bearer token `GET /metrics` asks for (or set TETHER_METRICS_TOKEN in the environment); unset: `/metrics` is open.
     #[arg(long, env = "TETHER_METRICS_TOKEN_FILE")]
     pub metrics_token_file: Option<String>,
+
+    // --- Twilio voice gateway (helper `twilio`, CONTRACT §2/§10) ---
+    /// The upstream voice agent for Twilio calls: a ws:// or wss:// URL, or builtin:echo
+    /// [default: builtin:echo].
+    #[arg(long, env = "TETHER_AGENT_URL")]
+    pub agent_url: Option<String>,
+    /// How many times one call's media stream may be re-established after it dropped
+    /// [default: 3].
+    #[arg(long, env = "TETHER_CALL_RESUMES")]
+    pub call_resumes: Option<String>,
+    /// Inbound call audio held while the agent link is down, ms; the oldest is dropped beyond it
+    /// [default: 2000].
+    #[arg(long, env = "TETHER_CALL_BUFFER_MS")]
+    pub call_buffer_ms: Option<String>,
 }
 
 impl Settings {

@@ -53,7 +53,7 @@ pub use observability::{ObservabilityConfig, OtlpProtocol};
 pub use store::{DEFAULT_DATABASE_URL, parse_database_url};
 pub use timing::DEFAULT_DRAIN_MS;
 pub use tls::TlsPaths;
-pub use twilio::TwilioConfig;
+pub use twilio::{AgentUrl, CallSettings, TwilioConfig};
 
 /// The environment variable holding the HS256 secret itself (never a flag).
 pub const SECRET_ENV: &str = "TETHER_JWT_SECRET";
@@ -139,6 +139,8 @@ pub struct Config {
     pub limits: Limits,
     /// Twilio, when all four settings are present.
     pub twilio: Option<TwilioConfig>,
+    /// The call path's settings (agent URL, resumes, buffer), checked even with Twilio off.
+    pub calls: CallSettings,
     /// OTLP endpoint, when set.
     pub otlp_endpoint: Option<String>,
     /// Metrics token and OTLP transport (issue 13).
@@ -198,7 +200,8 @@ impl Config {
         let trusted_proxies = net::parse_proxies(&mut c, s.trusted_proxies.as_ref());
         let tls = tls::load(&mut c, s);
         tls::warn_plaintext(&mut c, prod, tls.as_ref(), &trusted_proxies);
-        let twilio = twilio::load(&mut c, s, env, prod);
+        let twilio = twilio::parse_twilio(&mut c, s, env, prod);
+        let calls = twilio::parse_calls(&mut c, s);
         let observability = observability::load(&mut c, s, env);
         env::warn_unknown(&mut c, env);
         // The secret last: the development one is only created when everything else is fine.
@@ -234,6 +237,7 @@ impl Config {
             log_format: general.log_format,
             limits,
             twilio,
+            calls,
             otlp_endpoint: general.otlp_endpoint,
             observability,
             warnings: c.warnings,

@@ -1,7 +1,9 @@
-//! The Twilio settings: all four (`TWILIO_ACCOUNT_SID`, `TWILIO_AUTH_TOKEN` or its file,
-//! `TWILIO_PHONE_NUMBER`, `PUBLIC_URL`) or none.
+//! The Twilio voice gateway's settings (CONTRACT §2, §10): the four `TWILIO_*`/`PUBLIC_URL`
+//! values (all or none) as [`TwilioConfig`], and the call path's own settings
+//! (`TETHER_AGENT_URL`, `TETHER_CALL_RESUMES`, `TETHER_CALL_BUFFER_MS`) as [`CallSettings`].
 
 use std::fmt;
+use std::time::Duration;
 
 use super::{Check, Env, TWILIO_TOKEN_ENV, given};
 use crate::auth::Secret;
@@ -31,8 +33,74 @@ impl fmt::Debug for TwilioConfig {
     }
 }
 
-/// Reads the four settings; `None` when none is given (a warning in production).
-pub(super) fn load(c: &mut Check, s: &Settings, env: &Env, prod: bool) -> Option<TwilioConfig> {
+/// Where a call's audio goes (`TETHER_AGENT_URL`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentUrl {
+    /// `builtin:echo`: the agent inside Tether that sends every `media` straight back.
+    Echo,
+    /// A `ws://` or `wss://` URL of the user's own Media Streams handler.
+    Remote(String),
+}
+
+/// The call path's settings, parsed (and checked) even while Twilio is off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallSettings {
+    /// The upstream agent [default: `builtin:echo`].
+    pub agent: AgentUrl,
+    /// How many times one call's media stream may be re-established [default: 3].
+    pub resumes: u32,
+    /// Inbound audio held while the agent link is down [default: 2000 ms].
+    pub buffer: Duration,
+}
+
+impl Default for CallSettings {
+    fn default() -> Self {
+        Self {
+            agent: AgentUrl::Echo,
+            resumes: 3,
+            buffer: Duration::from_millis(2000),
+        }
+    }
+}
+
+/// `--agent-url`, `--call-resumes`, `--call-buffer-ms`.
+pub(super) fn parse_calls(c: &mut Check, s: &Settings) -> CallSettings {
+    let defaults = CallSettings::default();
+    let agent = match given(s.agent_url.as_ref()) {
+        None | Some("builtin:echo") => AgentUrl::Echo,
+        Some(raw) => match url::Url::parse(raw) {
+            Ok(u) if matches!(u.scheme(), "ws" | "wss") && u.host().is_some() => {
+                AgentUrl::Remote(raw.to_owned())
+            }
+            _ => {
+                c.error(
+                    "TETHER_AGENT_URL",
+                    format!("not a ws:// or wss:// URL, nor builtin:echo: {raw:?}"),
+                );
+                AgentUrl::Echo
+            }
+        },
+    };
+    let resumes = c.num(
+        "TETHER_CALL_RESUMES",
+        s.call_resumes.as_ref(),
+        defaults.resumes,
+        0,
+    );
+    let buffer = c.millis("TETHER_CALL_BUFFER_MS", s.call_buffer_ms.as_ref(), 2000, 0);
+    CallSettings {
+        agent,
+        resumes,
+        buffer,
+    }
+}
+
+pub(super) fn parse_twilio(
+    c: &mut Check,
+    s: &Settings,
+    env: &Env,
+    prod: bool,
+) -> Option<TwilioConfig> {
     let token = match (
         env.get(TWILIO_TOKEN_ENV),
         given(s.twilio_auth_token_file.as_ref()),
