@@ -247,6 +247,11 @@ pub struct Settings {
     /// Where OTLP traces go (http/protobuf); unset: no export.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+    // Several nodes (CONTRACT §12).
+    /// This process's name among several nodes, shown in `/health` as `node` [default: random
+    /// `n_` + 8 hex].
+    #[arg(long, env = "TETHER_NODE_ID")]
+    pub node_id: Option<String>,
 }
 
 impl Settings {

@@ -220,6 +220,8 @@ pub struct Config {
     pub database_url: String,
     /// The store settings.
     pub store: StoreConfig,
+    /// This node's name (`TETHER_NODE_ID`, else random `n_` + 8 hex; CONTRACT §12).
+    pub node_id: String,
     /// JWT settings, including the secret.
     pub auth: AuthConfig,
     /// Where the secret came from.
@@ -478,8 +480,24 @@ impl Config {
         let database_url = given(s.database_url.as_ref())
             .unwrap_or("sqlite://data/tether.db")
             .to_owned();
+        let node_id = store_pg::node_id(given(s.node_id.as_ref())).unwrap_or_else(|msg| {
+            c.error("TETHER_NODE_ID", msg);
+            String::new()
+        });
+        let postgres = match store_pg::postgres(&database_url, &node_id) {
+            Some(Ok(pg)) => Some(pg),
+            Some(Err(msg)) => {
+                c.error("DATABASE_URL", msg);
+                None
+            }
+            None => None,
+        };
         let db_path = match parse_database_url(&database_url) {
             Ok(p) => p,
+            // A postgres: URL (valid, or already reported above) has no SQLite file.
+            Err(_) if store_pg::postgres(&database_url, "").is_some() => {
+                PathBuf::from("data/tether.db")
+            }
             Err(msg) => {
                 c.error("DATABASE_URL", msg);
                 PathBuf::from("data/tether.db")
@@ -499,6 +517,7 @@ impl Config {
         };
         let mut store = StoreConfig::sqlite(db_path);
         store.synchronous = synchronous;
+        store.postgres = postgres;
         store.retention_messages = c.num(
             "TETHER_RETENTION_MESSAGES",
             s.retention_messages.as_ref(),
@@ -788,6 +807,7 @@ impl Config {
             environment,
             database_url,
             store,
+            node_id,
             auth: AuthConfig {
                 secret,
                 algorithm,
@@ -988,6 +1008,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 mod net;
 mod secret;
+mod store_pg;
 
 use net::parse_origins;
 pub use net::{AllowedOrigins, Cidr, normalise_origin};
