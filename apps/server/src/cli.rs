@@ -270,6 +270,12 @@ pub struct Settings {
     /// [default: 2000].
     #[arg(long, env = "TETHER_CALL_BUFFER_MS")]
     pub call_buffer_ms: Option<String>,
+
+    // Several nodes (CONTRACT §12).
+    /// This process's name among several nodes, shown in `/health` as `node` [default: random
+    /// `n_` + 8 hex].
+    #[arg(long, env = "TETHER_NODE_ID")]
+    pub node_id: Option<String>,
 }
 
 impl Settings {

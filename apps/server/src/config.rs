@@ -39,6 +39,7 @@ mod net;
 mod observability;
 mod secret;
 mod store;
+mod store_pg;
 mod timing;
 mod tls;
 mod tokens;
@@ -111,6 +112,8 @@ pub struct Config {
     pub database_url: String,
     /// The store settings.
     pub store: StoreConfig,
+    /// This node's name (`TETHER_NODE_ID`, else random `n_` + 8 hex; CONTRACT §12).
+    pub node_id: String,
     /// JWT settings, including the secret.
     pub auth: AuthConfig,
     /// Where the secret came from.
@@ -193,7 +196,7 @@ impl Config {
 
         let general = general::load(&mut c, s);
         let prod = general.environment.is_production();
-        let (database_url, store) = store::load(&mut c, s);
+        let (database_url, store, node_id) = store::load(&mut c, s);
         let timing = timing::load(&mut c, s);
         let limits = limits::load(&mut c, s);
         let allowed_origins = net::parse_origins(&mut c, s.allowed_origins.as_ref(), prod);
@@ -223,6 +226,7 @@ impl Config {
             environment: general.environment,
             database_url,
             store,
+            node_id,
             auth,
             secret_source,
             allowed_origins,

@@ -3,26 +3,44 @@
 
 use std::path::PathBuf;
 
-use super::{Check, given};
+use super::{Check, given, store_pg};
 use crate::cli::Settings;
 use crate::store::{StoreConfig, Synchronous};
 
 /// The default `DATABASE_URL`.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/tether.db";
 
-/// `DATABASE_URL` (as given, for logs) and the parsed [`StoreConfig`].
-pub(super) fn load(c: &mut Check, s: &Settings) -> (String, StoreConfig) {
+/// `DATABASE_URL` (as given, for logs), the parsed [`StoreConfig`] and this node's name
+/// (`TETHER_NODE_ID`, CONTRACT §12).
+pub(super) fn load(c: &mut Check, s: &Settings) -> (String, StoreConfig, String) {
     let database_url = given(s.database_url.as_ref())
         .unwrap_or(DEFAULT_DATABASE_URL)
         .to_owned();
+    let node_id = store_pg::node_id(given(s.node_id.as_ref())).unwrap_or_else(|msg| {
+        c.error("TETHER_NODE_ID", msg);
+        String::new()
+    });
+    let postgres = match store_pg::postgres(&database_url, &node_id) {
+        Some(Ok(pg)) => Some(pg),
+        Some(Err(msg)) => {
+            c.error("DATABASE_URL", msg);
+            None
+        }
+        None => None,
+    };
     let db_path = match parse_database_url(&database_url) {
         Ok(p) => p,
+        // A postgres: URL (valid, or already reported above) has no SQLite file.
+        Err(_) if store_pg::postgres(&database_url, "").is_some() => {
+            PathBuf::from("data/tether.db")
+        }
         Err(msg) => {
             c.error("DATABASE_URL", msg);
             PathBuf::from("data/tether.db")
         }
     };
     let mut store = StoreConfig::sqlite(db_path);
+    store.postgres = postgres;
     store.synchronous = c.choice(
         "TETHER_SQLITE_SYNCHRONOUS",
         s.sqlite_synchronous.as_ref(),
@@ -59,7 +77,7 @@ pub(super) fn load(c: &mut Check, s: &Settings) -> (String, StoreConfig) {
         store.batch_max,
         1,
     );
-    (database_url, store)
+    (database_url, store, node_id)
 }
 
 /// `sqlite://data/tether.db`, `sqlite:data/tether.db`, `sqlite:///abs/x.db` → the file path.
