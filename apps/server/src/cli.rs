@@ -20,6 +20,7 @@ mod admin;
 mod check_env;
 mod probe;
 mod serve;
+mod simulate_call;
 mod token;
 
 use std::process::ExitCode;
@@ -30,6 +31,7 @@ pub use admin::{AdminAction, AdminArgs, admin};
 pub use check_env::check_env;
 pub use probe::{ProbeArgs, probe};
 pub use serve::{serve, shutdown_signal};
+pub use simulate_call::{SimulateCallArgs, simulate_call};
 pub use token::token;
 
 /// Exit status for bad configuration (CONTRACT §2).
@@ -44,6 +46,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Command::CheckEnv(settings) => check_env(&settings),
         Command::Probe(args) => probe(&args),
         Command::Admin(args) => admin(&args),
+        Command::SimulateCall(args) => simulate_call(&args),
     }
 }
 
@@ -75,6 +78,9 @@ pub enum Command {
     /// Operator actions against a running server: `shed` connections, `purge` a channel
     /// (an admin token from `TETHER_TOKEN` or `--token-file`).
     Admin(AdminArgs),
+    /// Play Twilio against a running Tether: signed webhooks, a media stream of 20 ms frames,
+    /// marks and DTMF, an optional drop and resume; one line per call.
+    SimulateCall(SimulateCallArgs),
 }
 
 /// `tether token` arguments: the claims plus the same settings `serve` takes, so the secret is

@@ -13,6 +13,7 @@
 //! | `twilio/gateway.rs` | [`Gateway`]: the registry of live calls, the shared agent breaker |
 //! | `twilio/http.rs` | the four endpoints |
 //! | `twilio/events.rs` | call events as channel messages and log lines |
+//! | `twilio/player.rs` | Twilio played against a running Tether: `simulate-call` and the tests |
 
 pub mod call;
 pub mod echo;
@@ -20,6 +21,7 @@ pub mod events;
 pub mod frames;
 pub mod gateway;
 pub mod http;
+pub mod player;
 pub mod session;
 pub mod signature;
 pub mod token;

@@ -14,3 +14,4 @@ mod messages;
 mod nodes;
 #[path = "../pg/mod.rs"]
 mod pg;
+mod twilio;
