@@ -272,7 +272,8 @@ fn open_agent(url: AgentUrl) -> futures_util::future::BoxFuture<'static, Option<
             AgentUrl::Remote(url) => {
                 match tokio::time::timeout(
                     AGENT_CONNECT_TIMEOUT,
-                    tokio_tungstenite::connect_async(url.as_str()),
+                    // 20 ms frames: Nagle would hold each one behind the previous ACK.
+                    tokio_tungstenite::connect_async_with_config(url.as_str(), None, true),
                 )
                 .await
                 {

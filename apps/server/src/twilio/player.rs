@@ -309,11 +309,14 @@ impl Player {
             SIGNATURE_HEADER,
             HeaderValue::from_str(&signature).map_err(|e| PlayError::Stream(e.to_string()))?,
         );
-        let (mut socket, _) =
-            tokio::time::timeout(REQUEST_TIMEOUT, tokio_tungstenite::connect_async(request))
-                .await
-                .map_err(|_| PlayError::Stream("connect timed out".into()))?
-                .map_err(|e| PlayError::Stream(e.to_string()))?;
+        let (mut socket, _) = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            // Small frames at 50/s: Nagle would hold each behind the previous ACK.
+            tokio_tungstenite::connect_async_with_config(request, None, true),
+        )
+        .await
+        .map_err(|_| PlayError::Stream("connect timed out".into()))?
+        .map_err(|e| PlayError::Stream(e.to_string()))?;
         for frame in [
             json!({"event": "connected", "protocol": "Call", "version": "1.0.0"}),
             start_frame(
