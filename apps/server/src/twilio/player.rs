@@ -336,7 +336,20 @@ impl Player {
     /// # Errors
     /// When a step fails; a refused call (`<Say>` fallback) too.
     pub async fn play(&self, call_sid: &str) -> Result<CallReport, PlayError> {
-        let mut stream = self.voice(call_sid).await?;
+        let stream = self.voice(call_sid).await?;
+        self.play_stream(&stream, call_sid).await
+    }
+
+    /// [`Self::play`] from the `<Stream>` a `/twilio/voice` already answered.
+    ///
+    /// # Errors
+    /// When a step fails.
+    pub async fn play_stream(
+        &self,
+        first: &StreamTwiml,
+        call_sid: &str,
+    ) -> Result<CallReport, PlayError> {
+        let mut stream = first.clone();
         let mut tally = Tally::default();
         let mut resumes = 0;
         let mut drop_at = self.options.drop_after;
@@ -363,6 +376,8 @@ impl Player {
                     None => break,
                 }
             }
+            // A caller hangs up after the last words came back: wait for the echoes first.
+            tally.drain(&mut socket, TAIL, true).await;
             send(
                 &mut socket,
                 &json!({"event": "stop", "sequenceNumber": tally.seq.to_string(),
@@ -370,7 +385,7 @@ impl Player {
                         "stop": {"accountSid": self.options.account_sid, "callSid": call_sid}}),
             )
             .await?;
-            tally.drain(&mut socket, TAIL).await;
+            tally.drain(&mut socket, TAIL, false).await;
             let _ = socket.close(None).await;
             break;
         }
@@ -507,9 +522,13 @@ impl Tally {
         }
     }
 
-    async fn drain(&mut self, socket: &mut Socket, tail: Duration) {
+    /// Reads what arrives for at most `tail`; with `until_echoed`, only until every frame
+    /// sent came back.
+    async fn drain(&mut self, socket: &mut Socket, tail: Duration, until_echoed: bool) {
         let until = tokio::time::Instant::now() + tail;
-        while let Ok(Some(Ok(m))) = tokio::time::timeout_at(until, socket.next()).await {
+        while !(until_echoed && self.echoed.len() as u64 == self.sent)
+            && let Ok(Some(Ok(m))) = tokio::time::timeout_at(until, socket.next()).await
+        {
             if let Message::Text(t) = m {
                 self.heard(t.as_str());
             }

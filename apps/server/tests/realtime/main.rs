@@ -15,3 +15,4 @@ mod nodes;
 #[path = "../pg/mod.rs"]
 mod pg;
 mod twilio;
+mod twilio_hostile;

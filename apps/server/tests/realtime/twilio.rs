@@ -14,11 +14,11 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::harness::{TestServer, logs, within};
 
-const AUTH_TOKEN: &str = "twilio-test-auth-token";
-const PUBLIC_URL: &str = "https://tether.example.test";
-const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
+pub const AUTH_TOKEN: &str = "twilio-test-auth-token";
+pub const PUBLIC_URL: &str = "https://tether.example.test";
+pub const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
 
-fn twilio_on(config: &mut Config) {
+pub fn twilio_on(config: &mut Config) {
     config.twilio = Some(TwilioConfig {
         account_sid: ACCOUNT.into(),
         auth_token: Secret::new(AUTH_TOKEN.as_bytes().to_vec()),
@@ -27,11 +27,16 @@ fn twilio_on(config: &mut Config) {
     });
 }
 
-fn player(server: &TestServer, seconds: f64, drop_after: Option<f64>) -> Player {
+pub fn player(server: &TestServer, seconds: f64, drop_after: Option<f64>) -> Player {
     player_with(server, AUTH_TOKEN, seconds, drop_after)
 }
 
-fn player_with(server: &TestServer, token: &str, seconds: f64, drop_after: Option<f64>) -> Player {
+pub fn player_with(
+    server: &TestServer,
+    token: &str,
+    seconds: f64,
+    drop_after: Option<f64>,
+) -> Player {
     Player::new(PlayOptions {
         target: url::Url::parse(&format!("http://{}", server.addr)).unwrap(),
         public_url: PUBLIC_URL.into(),
@@ -44,7 +49,7 @@ fn player_with(server: &TestServer, token: &str, seconds: f64, drop_after: Optio
 }
 
 /// The `event`s published on `channel` so far, in offset order, waiting until `want` is there.
-async fn events_until(server: &TestServer, channel: &str, want: &str) -> Vec<Value> {
+pub async fn events_until(server: &TestServer, channel: &str, want: &str) -> Vec<Value> {
     within(&format!("{want} on {channel}"), async {
         loop {
             let auth = format!("Bearer {}", server.token("reader"));
@@ -237,22 +242,33 @@ async fn a_call_survives_a_restart_of_tether() {
 }
 
 /// An agent on loopback that echoes `media` and records every frame; the first link is cut
-/// (TCP gone, no close frame) after `cut_after` media frames.
+/// (TCP gone, no close frame) after `cut_after` media frames, and for 1 s after that the agent
+/// is down (connections are dropped before the WebSocket handshake).
 async fn flaky_agent(
     cut_after: usize,
 ) -> (String, tokio::sync::mpsc::UnboundedReceiver<Vec<Value>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}/agent", listener.local_addr().unwrap());
     let (links_tx, links_rx) = tokio::sync::mpsc::unbounded_channel();
+    let down_until = std::sync::Arc::new(std::sync::Mutex::new(None::<std::time::Instant>));
     tokio::spawn(async move {
-        for link in 0.. {
+        let mut link = 0;
+        loop {
             let Ok((tcp, _)) = listener.accept().await else {
                 return;
             };
+            let down = *down_until.lock().unwrap();
+            if down.is_some_and(|d| std::time::Instant::now() < d) {
+                drop(tcp);
+                continue;
+            }
             let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
                 continue;
             };
             let links_tx = links_tx.clone();
+            let down_until = down_until.clone();
+            let this = link;
+            link += 1;
             tokio::spawn(async move {
                 let mut seen = Vec::new();
                 let mut media = 0;
@@ -268,7 +284,12 @@ async fn flaky_agent(
                     }
                     let stop = frame["event"] == "stop";
                     seen.push(frame);
-                    if (link == 0 && media == cut_after) || stop {
+                    if this == 0 && media == cut_after {
+                        *down_until.lock().unwrap() =
+                            Some(std::time::Instant::now() + Duration::from_secs(1));
+                        break;
+                    }
+                    if stop {
                         break;
                     }
                 }
@@ -281,20 +302,20 @@ async fn flaky_agent(
 }
 
 #[tokio::test]
-async fn the_agent_link_is_restored_mid_call_with_a_resumed_start() {
+async fn the_agent_killed_mid_call_and_back_after_1s_gets_a_resumed_start_and_the_held_audio() {
     let (agent, mut links) = flaky_agent(20).await;
     let server = TestServer::start_with(|c| {
         twilio_on(c);
         c.calls.agent = AgentUrl::Remote(agent);
     })
     .await;
-    let report = within("the call", player(&server, 3.0, None).play("CAagent1"))
+    let report = within("the call", player(&server, 4.0, None).play("CAagent1"))
         .await
         .expect("the call plays");
     assert_eq!(report.after, "hangup", "{report}");
     assert_eq!(report.resumes, 0, "Twilio's stream never dropped: {report}");
     // Audio sent while the link was down is held and delivered to the new link.
-    assert!(report.echoed >= 140, "{report}");
+    assert!(report.echoed >= 190, "{report}");
 
     let first = within("the first link", links.recv()).await.unwrap();
     assert_eq!(first[0]["event"], "connected");
@@ -327,7 +348,7 @@ async fn the_agent_link_is_restored_mid_call_with_a_resumed_start() {
     server.stop().await.unwrap();
 }
 
-async fn close_code<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Option<u16>
+pub async fn close_code<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Option<u16>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
