@@ -25,6 +25,7 @@ mod supervisor;
 // h-server-rt: the server's load generator.
 mod bench;
 mod postgres;
+mod twilio_python;
 
 use clap::Parser;
 

@@ -133,14 +133,25 @@ fn clippy_wasm(metadata: &Metadata) -> Result<()> {
 }
 
 fn tests(nextest: bool) -> Result<()> {
+    // The signature tests compare with Twilio's own validator: required, not skipped.
+    let python = crate::twilio_python::ensure()?;
+    let with_python = |mut cmd: std::process::Command| {
+        cmd.env("TETHER_TEST_PYTHON", &python)
+            .env("TETHER_REQUIRE_TWILIO_PYTHON", "1");
+        cmd
+    };
     if nextest {
         // Output is inherited, so nextest's closing `Summary [...] N tests run` line is
         // printed; CI reads it to see that tests actually ran.
-        util::run(&mut util::cargo(["nextest", "run", "--no-fail-fast"]))
+        util::run(&mut with_python(util::cargo([
+            "nextest",
+            "run",
+            "--no-fail-fast",
+        ])))
     } else {
         println!("  note: cargo-nextest is not installed; falling back to `cargo test`");
         println!("        (install it with `cargo install cargo-nextest --locked`)");
-        util::run(&mut util::cargo(["test", "--no-fail-fast"]))
+        util::run(&mut with_python(util::cargo(["test", "--no-fail-fast"])))
     }
 }
 

@@ -357,3 +357,38 @@ impl Package {
             .any(|t| t.kind.iter().any(|k| k == "lib" || k == "rlib"))
     }
 }
+
+/// Whether xtask runs as root (it may then install Debian packages itself).
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// Installs Debian `packages` with apt-get (update first) when running as root; otherwise
+/// fails with the exact command to run. `what` names the need in the messages.
+pub fn apt_install(what: &str, packages: &[&str]) -> Result<()> {
+    let install = format!(
+        "apt-get update && apt-get install -y {}",
+        packages.join(" ")
+    );
+    if !is_root() {
+        bail!("{what} is missing; install it with: sudo sh -c '{install}'");
+    }
+    println!("{what} is missing; running `{install}`");
+    let mut update = vec!["update"];
+    let mut add = vec!["install", "-y"];
+    add.extend_from_slice(packages);
+    for args in [std::mem::take(&mut update), add] {
+        let status = Command::new("apt-get")
+            .args(&args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .context("running apt-get")?;
+        if !status.success() {
+            bail!("`apt-get {}` failed ({status})", args.join(" "));
+        }
+    }
+    Ok(())
+}

@@ -244,6 +244,11 @@ fn matches_python_stdlib_hmac() {
 fn matches_twilio_python_request_validator_when_installed() {
     let probe =
         python("import importlib.util; print(importlib.util.find_spec('twilio') is not None)");
+    let required = std::env::var_os("TETHER_REQUIRE_TWILIO_PYTHON").is_some();
+    assert!(
+        !required || probe.trim() == "True",
+        "TETHER_REQUIRE_TWILIO_PYTHON is set (cargo xtask test) but twilio-python is missing"
+    );
     if probe.trim() != "True" {
         // The stdlib test above still checks against an independent implementation; this one
         // adds Twilio's own validator where it is installed (target/twilio-venv).
