@@ -24,6 +24,8 @@ mod recover;
 mod supervisor;
 // h-server-rt: the server's load generator.
 mod bench;
+// js: the `@tether/client` npm package.
+mod js;
 
 use clap::Parser;
 
@@ -65,6 +67,8 @@ tasks! {
     Fuzz(fuzz),
     /// Server benchmark over loopback: set-up rate, fan-out throughput/latency, idle memory.
     Bench(bench),
+    /// The `@tether/client` npm package: `js build` into target/js/pkg, `js test` with Node.
+    Js(js),
 }
 
 /// Tether's task runner; run it as `cargo xtask <task>`.
