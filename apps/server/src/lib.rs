@@ -14,6 +14,8 @@
 //!   [`app`]: the shared state; [`admin`]: operator actions (shed, purge).
 //! - [`tls`]: direct HTTPS/WSS with rustls; [`security_headers`]: HSTS and friends;
 //!   [`abuse`]: unusual patterns per IP and `sub`.
+//! - [`metrics`]: `GET /metrics`; [`telemetry`]: OTLP traces; [`fleet`]: client reports and
+//!   the fleet view (issue 13).
 
 pub mod abuse;
 pub mod admin;
@@ -23,15 +25,18 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod drain;
+pub mod fleet;
 pub mod http;
 pub mod hub;
 pub mod latency;
 pub mod logging;
+pub mod metrics;
 pub mod outbound;
 pub mod ratelimit;
 pub mod security_headers;
 pub mod session;
 pub mod store;
+pub mod telemetry;
 pub mod tls;
 
 use std::future::Future;

@@ -6,22 +6,29 @@
 //! alert name and error code comes from the Rust types, so the driver never interprets one.
 
 use protocol::ConnectionState;
-use resilience::connection::{Event, Output};
+use resilience::connection::{Event, Output, WaitCause};
+use resilience::subscriptions::EndCause;
 use resilience::{AlertEvent, AlertKind, QualitySnapshot, QueueEvent, SessionEvent};
 use resilience::{SubscriptionEvent, queue::FailReason};
 use serde_json::{Value, json};
 
-/// One [`Output`] as the driver's instruction. `hello` carries no token: the driver asks the
-/// app's token provider and then calls `helloFrame(token)`.
-pub fn output(out: &Output) -> Value {
+/// One [`Output`] as the driver's instruction; `open` carries the URL the session chose
+/// (CONTRACT §5.9). `SendHello` never reaches the driver as such: `Core` turns it into a
+/// `send` of the hello frame once the token is at hand.
+pub fn output(out: &Output, url: Option<&str>) -> Value {
     match out {
-        Output::OpenSocket { attempt } => json!({"kind": "open", "attempt": attempt}),
+        Output::OpenSocket { attempt } => json!({"kind": "open", "attempt": attempt, "url": url}),
         Output::SendHello => json!({"kind": "hello"}),
-        Output::Send(msg) => json!({"kind": "send", "text": protocol::encode(msg)}),
+        Output::Send(msg) => send(&protocol::encode(msg)),
         Output::CloseSocket { code, reason } => {
             json!({"kind": "close", "code": code.0, "reason": reason})
         }
     }
+}
+
+/// Send this text frame.
+pub fn send(text: &str) -> Value {
+    json!({"kind": "send", "text": text})
 }
 
 /// A connection state as the app sees it: `{state, label}` (CONTRACT §8).
@@ -120,14 +127,29 @@ fn connection(e: &Event) -> Option<Value> {
         } => json!({"kind": "connection_lost", "code": reason.error_code().to_string(),
                     "reason": reason.to_string(),
                     "connected_for_ms": connected_for.as_millis() as u64}),
-        Event::AttemptScheduled { attempt, delay, .. } => {
+        Event::AttemptScheduled {
+            attempt,
+            delay,
+            cause,
+            ..
+        } => {
             json!({"kind": "attempt_scheduled", "attempt": attempt,
-                   "delay_ms": delay.as_millis() as u64})
+                   "delay_ms": delay.as_millis() as u64, "cause": wait_cause(*cause)})
         }
         Event::LatencySpike { rtt, threshold } => json!({"kind": "latency_spike",
             "rtt_ms": rtt.as_millis() as u64, "threshold_ms": threshold.as_millis() as u64}),
         Event::AttemptStarted { .. } | Event::Breaker(_) | Event::Rtt { .. } => return None,
     })
+}
+
+/// Why the next attempt waits this long.
+pub fn wait_cause(cause: WaitCause) -> &'static str {
+    match cause {
+        WaitCause::Backoff => "backoff",
+        WaitCause::ServerAdvice => "server_advice",
+        WaitCause::Breaker => "breaker",
+        WaitCause::NetworkOnline => "network_online",
+    }
 }
 
 fn queue(q: &QueueEvent) -> Value {
@@ -183,6 +205,12 @@ fn subscription(s: &SubscriptionEvent) -> Value {
             expected,
             got,
         } => json!({"kind": "gap", "channel": channel, "expected": expected, "got": got}),
-        SubscriptionEvent::Ended { channel } => json!({"kind": "ended", "channel": channel}),
+        SubscriptionEvent::Ended { channel, cause } => match cause {
+            EndCause::Unsubscribed => {
+                json!({"kind": "ended", "channel": channel, "cause": "unsubscribed"})
+            }
+            EndCause::Refused { code, message } => json!({"kind": "ended", "channel": channel,
+                "cause": "refused", "code": code.to_string(), "message": message}),
+        },
     }
 }

@@ -11,6 +11,7 @@
 //! | `lib.rs` | [`Core`]: the session, its clock anchor and the calls the driver makes |
 //! | `options.rs` | [`Options`]: the camelCase client options → `resilience::Config` |
 //! | `events.rs` | outputs and events as `{kind, …}` JSON for the driver |
+//! | `token.rs` | [`Tokens`]: the held token and `resilience::TokenBroker` |
 //!
 //! # Time
 //!
@@ -25,17 +26,20 @@
 //! keeps the bindings free of `serde-wasm-bindgen`/`js-sys` and lets the native unit tests
 //! exercise this exact code.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
-use protocol::{ClientMessage, CloseCode, Hello, Timestamp, Token};
-use resilience::connection::Input;
+use protocol::{CloseCode, Timestamp, Token};
+use resilience::connection::{Input, Output};
 use resilience::{Instant, Session};
 use wasm_bindgen::prelude::*;
 
 pub mod events;
 pub mod options;
+pub mod token;
 
 pub use options::{Options, OptionsError};
+pub use token::Tokens;
 
 /// The `client` field of `hello`: who is connecting, for the server's logs.
 pub const CLIENT_NAME: &str = concat!("js/", env!("CARGO_PKG_VERSION"));
@@ -50,17 +54,23 @@ pub struct Core {
     base_ms: f64,
     /// Why the saved state could not be restored, if it could not (the core then starts empty).
     restore_error: Option<String>,
+    /// The token held and who waits for one.
+    tokens: Tokens,
+    /// Instructions decided outside the session (a `hello` after a token fetch), sent first.
+    ready: VecDeque<String>,
 }
 
 impl Core {
     /// Creates the core: options as JSON, a 64-bit jitter seed, the driver's monotonic and
-    /// wall clocks in ms, and what [`Core::persist`] saved last time (if anything).
+    /// wall clocks in ms, what [`Core::persist`] saved last time (if anything), and the
+    /// app's fixed token (`None`: the app gave a provider, asked through [`Core::poll_fetch`]).
     pub fn open(
         options_json: &str,
         seed: u64,
         now_ms: f64,
         wall_ms: f64,
         saved: Option<&str>,
+        fixed_token: Option<String>,
     ) -> Result<Self, OptionsError> {
         let options = Options::parse(options_json)?;
         // A zero seed would give every such client the same schedule; keep it non-zero.
@@ -82,6 +92,8 @@ impl Core {
             base,
             base_ms: finite_ms(now_ms),
             restore_error,
+            tokens: Tokens::new(fixed_token),
+            ready: VecDeque::new(),
         })
     }
 
@@ -103,7 +115,8 @@ fn finite_ms(ms: f64) -> f64 {
 
 #[wasm_bindgen]
 impl Core {
-    /// `new Core(optionsJson, seedHi, seedLo, nowMs, wallMs, saved)`; throws on bad options.
+    /// `new Core(optionsJson, seedHi, seedLo, nowMs, wallMs, saved, fixedToken)`; throws on
+    /// bad options. `fixedToken` undefined: the app's provider is asked via `pollFetch`.
     #[wasm_bindgen(constructor)]
     pub fn new(
         options_json: &str,
@@ -112,10 +125,18 @@ impl Core {
         now_ms: f64,
         wall_ms: f64,
         saved: Option<String>,
+        fixed_token: Option<String>,
     ) -> Result<Core, JsError> {
         let seed = (u64::from(seed_hi) << 32) | u64::from(seed_lo);
-        Self::open(options_json, seed, now_ms, wall_ms, saved.as_deref())
-            .map_err(|e| JsError::new(&e.to_string()))
+        Self::open(
+            options_json,
+            seed,
+            now_ms,
+            wall_ms,
+            saved.as_deref(),
+            fixed_token,
+        )
+        .map_err(|e| JsError::new(&e.to_string()))
     }
 
     /// Why the saved state was not restored (`undefined` when it was, or there was none).
@@ -181,19 +202,37 @@ impl Core {
             .map(|e| e.to_string())
     }
 
-    /// The `hello` frame to send with this token.
-    #[wasm_bindgen(js_name = helloFrame)]
-    pub fn hello_frame(&self, token: &str) -> String {
-        protocol::encode(&ClientMessage::Hello(Hello {
-            token: Token::new(token),
-            client: Some(CLIENT_NAME.to_owned()),
-        }))
+    /// Stops handing `channel`'s messages over (the app's buffer is full); the server
+    /// replays them after [`Core::resume`].
+    pub fn pause(&mut self, channel: &str) {
+        self.session.pause(channel);
     }
 
-    /// Sends `refresh` with a new token if connected; returns whether it was sent.
-    #[wasm_bindgen(js_name = refreshToken)]
-    pub fn refresh_token(&mut self, token: &str) -> bool {
-        self.session.refresh_token(Token::new(token))
+    /// Resumes a paused channel from the last message handed over.
+    pub fn resume(&mut self, now_ms: f64, channel: &str) {
+        let now = self.at(now_ms);
+        self.session.resume(now, channel);
+    }
+
+    // ---- tokens ---------------------------------------------------------------------------
+
+    /// `true` once when the driver must call the app's token provider now, then report the
+    /// result to `tokenFetched` or `tokenFailed`.
+    #[wasm_bindgen(js_name = pollFetch)]
+    pub fn poll_fetch(&mut self) -> bool {
+        self.tokens.poll_fetch()
+    }
+
+    /// The provider gave `token` (`undefined` or empty: it says no token will come).
+    #[wasm_bindgen(js_name = tokenFetched)]
+    pub fn token_fetched(&mut self, now_ms: f64, token: Option<String>) {
+        self.fetched(now_ms, Ok(token));
+    }
+
+    /// The provider failed this time (threw or rejected) with this reason.
+    #[wasm_bindgen(js_name = tokenFailed)]
+    pub fn token_failed(&mut self, now_ms: f64, reason: String) {
+        self.fetched(now_ms, Err(reason));
     }
 
     // ---- what happened --------------------------------------------------------------------
@@ -215,6 +254,7 @@ impl Core {
     /// The socket closed with this code (1006 when it had none) and reason.
     #[wasm_bindgen(js_name = socketClosed)]
     pub fn socket_closed(&mut self, now_ms: f64, code: u16, reason: String) {
+        self.tokens.socket_gone();
         let input = Input::Closed {
             code: CloseCode(code),
             reason,
@@ -225,6 +265,7 @@ impl Core {
     /// The socket could not be created or failed underneath.
     #[wasm_bindgen(js_name = transportError)]
     pub fn transport_error(&mut self, now_ms: f64, reason: String) {
+        self.tokens.socket_gone();
         self.session
             .handle_input(self.at(now_ms), Input::TransportError { reason });
     }
@@ -233,6 +274,7 @@ impl Core {
     /// and its `Retry-After` in seconds, if any.
     #[wasm_bindgen(js_name = upgradeRefused)]
     pub fn upgrade_refused(&mut self, now_ms: f64, status: u16, retry_after_secs: Option<f64>) {
+        self.tokens.socket_gone();
         let retry_after = retry_after_secs
             .filter(|s| s.is_finite() && *s >= 0.0)
             .map(Duration::from_secs_f64);
@@ -259,20 +301,6 @@ impl Core {
             .handle_input(self.at(now_ms), Input::NetworkOffline);
     }
 
-    /// After `token_needed`: the token provider gave a new token.
-    #[wasm_bindgen(js_name = tokenAvailable)]
-    pub fn token_available(&mut self, now_ms: f64) {
-        self.session
-            .handle_input(self.at(now_ms), Input::TokenAvailable);
-    }
-
-    /// After `token_needed`: no new token can be had (no provider, or it failed).
-    #[wasm_bindgen(js_name = tokenUnavailable)]
-    pub fn token_unavailable(&mut self, now_ms: f64) {
-        self.session
-            .handle_input(self.at(now_ms), Input::TokenUnavailable);
-    }
-
     /// The timer set from `pollTimeout` fired (early or spurious calls are harmless).
     #[wasm_bindgen(js_name = handleTimeout)]
     pub fn handle_timeout(&mut self, now_ms: f64) {
@@ -289,19 +317,42 @@ impl Core {
             .map(|at| self.base_ms + at.saturating_duration_since(self.base).as_secs_f64() * 1e3)
     }
 
-    /// The next instruction as JSON (`open`, `hello`, `send`, `close`); drain until `undefined`.
+    /// The next instruction as JSON (`open` with its `url`, `send`, `close`); drain until
+    /// `undefined`. A `hello` comes out as a `send` once its token is at hand.
     #[wasm_bindgen(js_name = pollOutput)]
     pub fn poll_output(&mut self) -> Option<String> {
-        self.session
-            .poll_output()
-            .map(|out| events::output(&out).to_string())
+        if let Some(ready) = self.ready.pop_front() {
+            return Some(ready);
+        }
+        loop {
+            let out = self.session.poll_output()?;
+            match out {
+                Output::SendHello => {
+                    if let Some(frame) = self.tokens.on_send_hello() {
+                        return Some(events::send(&frame).to_string());
+                    }
+                }
+                Output::OpenSocket { .. } | Output::CloseSocket { .. } => {
+                    self.tokens.socket_gone();
+                    return Some(events::output(&out, self.session.url()).to_string());
+                }
+                Output::Send(_) => {
+                    return Some(events::output(&out, self.session.url()).to_string());
+                }
+            }
+        }
     }
 
     /// The next event for the app as JSON (`state`, `message`, `acked`, `alert`, …); drain
-    /// until `undefined`. Events the app need not see are skipped.
+    /// until `undefined`. Events the app need not see are skipped; token events go to the
+    /// broker (which may answer the session at once, hence `now_ms`).
     #[wasm_bindgen(js_name = pollEvent)]
-    pub fn poll_event(&mut self) -> Option<String> {
+    pub fn poll_event(&mut self, now_ms: f64) -> Option<String> {
         while let Some(ev) = self.session.poll_event() {
+            if let Some(input) = self.tokens.on_session_event(&ev) {
+                let now = self.at(now_ms);
+                self.session.handle_input(now, input);
+            }
             if let Some(v) = events::event(&ev) {
                 return Some(v.to_string());
             }
@@ -338,6 +389,23 @@ impl Core {
             .subscriptions()
             .position(channel)
             .map(|p| serde_json::json!({"offset": p.offset, "epoch": p.epoch}).to_string())
+    }
+}
+
+impl Core {
+    fn fetched(&mut self, now_ms: f64, result: Result<Option<String>, String>) {
+        let now = self.at(now_ms);
+        let done = self.tokens.on_fetched(result);
+        if let Some(hello) = done.hello {
+            self.ready.push_back(events::send(&hello).to_string());
+        }
+        if let Some(token) = done.refresh {
+            // Not connected any more: the next hello fetches anyway.
+            let _ = self.session.refresh_token(Token::new(token));
+        }
+        for input in done.inputs {
+            self.session.handle_input(now, input);
+        }
     }
 }
 

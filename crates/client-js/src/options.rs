@@ -13,6 +13,12 @@ use serde::Deserialize;
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Options {
+    /// The server URLs (`ws://`/`wss://`), rotated after a failed attempt (CONTRACT §5.9).
+    /// The driver turns `url` into a one-element list; at least one is required.
+    #[serde(default)]
+    pub urls: Vec<String>,
+    /// How often a §5.8 quality report is sent while connected (60000 ms; `0`: never).
+    pub report_interval: Option<u64>,
     /// `initialRetryDelay` (1000 ms).
     pub initial_retry_delay: Option<u64>,
     /// `maxRetryDelay` (30000 ms).
@@ -61,7 +67,10 @@ impl Options {
 
     /// The session config: the contract's defaults with these overrides and this jitter seed.
     pub fn to_config(&self, seed: u64) -> resilience::Config {
-        let mut c = resilience::Config::new(seed);
+        let mut c = resilience::Config::new(seed).with_urls(self.urls.iter().cloned());
+        if let Some(v) = self.report_interval {
+            c.report_interval = (v > 0).then(|| Duration::from_millis(v));
+        }
         let ms = Duration::from_millis;
         if let Some(v) = self.initial_retry_delay {
             c.initial_retry_delay = ms(v);
@@ -104,6 +113,21 @@ impl Options {
 
     /// Values that would make the machines spin or never act are refused with their name.
     fn check(&self) -> Result<(), OptionsError> {
+        if self.urls.is_empty() {
+            return Err(OptionsError(
+                "url or urls: at least one server URL is needed".to_owned(),
+            ));
+        }
+        for url in &self.urls {
+            let rest = url
+                .strip_prefix("ws://")
+                .or_else(|| url.strip_prefix("wss://"));
+            if rest.is_none_or(str::is_empty) {
+                return Err(OptionsError(format!(
+                    "urls: {url:?} is not a ws:// or wss:// URL"
+                )));
+            }
+        }
         let positive = [
             ("initialRetryDelay", self.initial_retry_delay),
             ("maxRetryDelay", self.max_retry_delay),
@@ -149,18 +173,23 @@ mod tests {
 
     #[test]
     fn empty_options_keep_every_contract_default() {
-        let o = Options::parse("{}").expect("empty object");
-        assert_eq!(o.to_config(9), resilience::Config::new(9));
+        let o = Options::parse(r#"{"urls":["ws://h/ws"]}"#).expect("only a URL");
+        assert_eq!(
+            o.to_config(9),
+            resilience::Config::new(9).with_urls(["ws://h/ws"])
+        );
     }
 
     #[test]
     fn overrides_map_to_the_session_config() {
         let o = Options::parse(
-            r#"{"initialRetryDelay":50,"maxRetryDelay":200,"maxRetryAttempts":3,
+            r#"{"urls":["ws://a/ws","wss://b/ws"],"reportInterval":0,"initialRetryDelay":50,"maxRetryDelay":200,"maxRetryAttempts":3,
                 "connectionTimeout":700,"heartbeatInterval":1000,"queueCapacity":5}"#,
         )
         .expect("valid");
         let c = o.to_config(1);
+        assert_eq!(c.urls, ["ws://a/ws", "wss://b/ws"]);
+        assert_eq!(c.report_interval, None);
         assert_eq!(c.initial_retry_delay, Duration::from_millis(50));
         assert_eq!(c.max_retry_delay, Duration::from_millis(200));
         assert_eq!(c.max_retry_attempts, 3);
@@ -176,16 +205,27 @@ mod tests {
     #[test]
     fn hostile_options_are_refused_with_the_name() {
         for (json, needle) in [
-            (r#"{"initialRetryDelay":0}"#, "initialRetryDelay"),
-            (r#"{"maxRetryAttempts":0}"#, "maxRetryAttempts"),
+            ("{}", "url or urls"),
+            (r#"{"urls":[]}"#, "url or urls"),
+            (r#"{"urls":["http://h/ws"]}"#, "http://h/ws"),
+            (r#"{"urls":["ws://"]}"#, "ws://"),
+            (r#"{"urls":"ws://h/ws"}"#, "expected a sequence"),
             (
-                r#"{"initialRetryDelay":500,"maxRetryDelay":100}"#,
+                r#"{"urls":["ws://h"],"initialRetryDelay":0}"#,
+                "initialRetryDelay",
+            ),
+            (
+                r#"{"urls":["ws://h"],"maxRetryAttempts":0}"#,
+                "maxRetryAttempts",
+            ),
+            (
+                r#"{"urls":["ws://h"],"initialRetryDelay":500,"maxRetryDelay":100}"#,
                 "initialRetryDelay",
             ),
             (r#"{"initialRetryDelay":-1}"#, "-1"),
             (r#"{"initialRetryDelay":"1s"}"#, "1s"),
             (r#"{"retryDelay":10}"#, "retryDelay"),
-            (r#"{"queueCapacity":0}"#, "queueCapacity"),
+            (r#"{"urls":["ws://h"],"queueCapacity":0}"#, "queueCapacity"),
             ("[1,2]", "expected"),
             ("{", "EOF"),
         ] {

@@ -7,8 +7,31 @@ use super::*;
 
 const WELCOME: &str = r#"{"type":"welcome","connection_id":"c1","heartbeat_ms":30000,"max_message_bytes":65536,"server_time":"2026-11-27T14:00:00.000Z","token_expires_at":"2026-11-27T15:00:00.000Z"}"#;
 
+const URL: &str = "ws://127.0.0.1:9/ws";
+
+/// `options` with the one URL every test uses added.
+fn with_url(options: &str) -> String {
+    let mut v: Value = serde_json::from_str(options).expect("options JSON");
+    v["urls"] = json!([URL]);
+    v.to_string()
+}
+
+/// A core with a fixed token.
 fn core(options: &str) -> Core {
-    Core::open(options, 42, 1000.0, 1_795_788_000_000.0, None).expect("valid options")
+    Core::open(
+        &with_url(options),
+        42,
+        1000.0,
+        1_795_788_000_000.0,
+        None,
+        Some("t.k.n".to_owned()),
+    )
+    .expect("valid options")
+}
+
+/// A core whose token comes from a provider.
+fn core_with_provider(options: &str) -> Core {
+    Core::open(&with_url(options), 42, 0.0, 1_795_788_000_000.0, None, None).expect("valid")
 }
 
 /// The driver's instructions, without the heartbeat's pings (their timing is the session's).
@@ -24,7 +47,7 @@ fn outputs(c: &mut Core) -> Vec<Value> {
 }
 
 fn events(c: &mut Core) -> Vec<Value> {
-    std::iter::from_fn(|| c.poll_event())
+    std::iter::from_fn(|| c.poll_event(0.0))
         .map(|s| serde_json::from_str(&s).expect("events are JSON"))
         .collect()
 }
@@ -36,12 +59,19 @@ fn kinds(values: &[Value]) -> Vec<&str> {
         .collect()
 }
 
-/// Connects `c` at `t` ms: open → socket opened → hello → welcome.
+/// The hello frame with the fixed token, as the driver is told to send it.
+fn hello(token: &str) -> Value {
+    json!({"kind": "send", "text": Tokens::hello_frame(token)})
+}
+
+/// Connects `c` (fixed token) at `t` ms: open (with the URL) → socket opened → hello → welcome.
 fn connect(c: &mut Core, t: f64) {
     c.connect(t);
-    assert_eq!(kinds(&outputs(c)), ["open"]);
+    let open = outputs(c);
+    assert_eq!(kinds(&open), ["open"]);
+    assert_eq!(open[0]["url"], URL);
     c.socket_opened(t + 1.0);
-    assert_eq!(kinds(&outputs(c)), ["hello"]);
+    assert_eq!(outputs(c), [hello("t.k.n")]);
     c.handle_text(t + 2.0, WELCOME);
 }
 
@@ -121,14 +151,75 @@ fn the_retry_delay_comes_out_on_the_drivers_clock() {
 }
 
 #[test]
-fn a_4401_asks_for_a_token_and_a_refusal_fails() {
+fn a_4401_with_a_fixed_token_fails() {
     let mut c = core("{}");
     connect(&mut c, 0.0);
     let _ = (outputs(&mut c), events(&mut c));
     c.socket_closed(10.0, 4401, "token expired".to_owned());
-    assert!(kinds(&events(&mut c)).contains(&"token_needed"));
-    c.token_unavailable(11.0);
-    assert!(c.state().contains("FAILED"));
+    let _ = events(&mut c);
+    assert!(!c.poll_fetch(), "a fixed token is never fetched");
+    assert!(c.state().contains("FAILED"), "{}", c.state());
+}
+
+#[test]
+fn a_provider_is_asked_for_each_hello_and_after_a_4401() {
+    let mut c = core_with_provider(r#"{"initialRetryDelay":10,"maxRetryDelay":20}"#);
+    c.connect(0.0);
+    assert_eq!(kinds(&outputs(&mut c)), ["open"]);
+    c.socket_opened(1.0);
+    assert!(outputs(&mut c).is_empty(), "hello waits for the token");
+    assert!(c.poll_fetch());
+    assert!(!c.poll_fetch(), "one fetch at a time");
+    c.token_fetched(2.0, Some("bad".to_owned()));
+    assert_eq!(outputs(&mut c), [hello("bad")]);
+    c.handle_text(
+        3.0,
+        r#"{"type":"error","code":"AUTH_FAILURE","message":"bad token"}"#,
+    );
+    c.socket_closed(4.0, 4401, "bad token".to_owned());
+    let _ = events(&mut c);
+    // Renew: the provider again; its token serves the reconnect's hello.
+    assert!(c.poll_fetch());
+    c.token_fetched(5.0, Some("good".to_owned()));
+    let _ = events(&mut c);
+    let mut t = 5.0;
+    while kinds(&outputs(&mut c)) != ["open"] {
+        t = c.poll_timeout().expect("a reconnect is scheduled");
+        c.handle_timeout(t);
+    }
+    c.socket_opened(t + 1.0);
+    assert_eq!(outputs(&mut c), [hello("good")]);
+    assert!(!c.poll_fetch());
+    c.handle_text(t + 2.0, WELCOME);
+    let _ = events(&mut c);
+    assert!(c.state().contains("CONNECTED"), "{}", c.state());
+}
+
+#[test]
+fn a_provider_that_denies_fails_and_one_that_throws_counts_an_attempt() {
+    let mut c = core_with_provider(r#"{"maxRetryAttempts":5}"#);
+    c.connect(0.0);
+    let _ = outputs(&mut c);
+    c.socket_opened(1.0);
+    let _ = outputs(&mut c);
+    assert!(c.poll_fetch());
+    c.token_failed(2.0, "network down".to_owned());
+    let _ = events(&mut c);
+    // A failed attempt, not the end: the session retries after a backoff delay.
+    assert!(!c.state().contains("FAILED"), "{}", c.state());
+    assert!(c.poll_timeout().is_some());
+    let m: Value = serde_json::from_str(&c.metrics(3.0)).expect("metrics");
+    assert_eq!(m["failed_attempts"], 1);
+
+    let mut c = core_with_provider("{}");
+    c.connect(0.0);
+    let _ = outputs(&mut c);
+    c.socket_opened(1.0);
+    let _ = outputs(&mut c);
+    assert!(c.poll_fetch());
+    c.token_fetched(2.0, None);
+    let _ = events(&mut c);
+    assert!(c.state().contains("FAILED"), "{}", c.state());
 }
 
 #[test]
@@ -136,7 +227,15 @@ fn the_queue_survives_a_reload_through_persist() {
     let mut c = core("{}");
     assert_eq!(c.publish(0.0, "m1", "room:1", "[1,2]"), None);
     let saved = c.persist();
-    let mut fresh = Core::open("{}", 7, 0.0, 1_795_788_000_000.0, Some(&saved)).expect("restore");
+    let mut fresh = Core::open(
+        &with_url("{}"),
+        7,
+        0.0,
+        1_795_788_000_000.0,
+        Some(&saved),
+        Some("t.k.n".to_owned()),
+    )
+    .expect("restore");
     assert_eq!(fresh.restore_error(), None);
     assert_eq!(fresh.queue_length(), 1);
     connect(&mut fresh, 0.0);
@@ -179,15 +278,15 @@ fn hostile_input_is_an_error_and_loses_nothing() {
     );
     assert!(c.state().contains("CONNECTED"));
     // A corrupt saved state starts empty and says why.
-    let c = Core::open("{}", 1, 0.0, 0.0, Some("{garbage")).expect("options are fine");
+    let c =
+        Core::open(&with_url("{}"), 1, 0.0, 0.0, Some("{garbage"), None).expect("options are fine");
     assert!(c.restore_error().is_some());
     assert_eq!(c.queue_length(), 0);
 }
 
 #[test]
 fn the_hello_frame_carries_the_token_and_the_client_name() {
-    let c = core("{}");
-    let hello: Value = serde_json::from_str(&c.hello_frame("t.k.n")).expect("JSON");
+    let hello: Value = serde_json::from_str(&Tokens::hello_frame("t.k.n")).expect("JSON");
     assert_eq!(
         hello,
         json!({"type":"hello","token":"t.k.n","client": CLIENT_NAME})
