@@ -7,8 +7,9 @@
 //! `<script type=module>` and Node.js ≥ 20), compiles the TypeScript driver with the `tsc`
 //! that `package-lock.json` pins, and lays the package out in `target/js/pkg`.
 //!
-//! `test` builds it, builds the `tether` binary and runs the Node tests (`node --test`) in
-//! `crates/client-js/test/` against real servers the tests start on loopback.
+//! `test` builds it, makes sure the debug `tether` binary is current (a no-op after the
+//! workspace tests built it) and runs the Node tests (`node --test`) in
+//! `crates/client-js/test/` against real servers the tests start on ephemeral loopback ports.
 //!
 //! npm packages come only from the npm registry, through `npm ci` and the committed lock file.
 
@@ -24,6 +25,9 @@ use crate::web::{self, BindgenOptions};
 
 /// The wasm-bindgen module name inside the package (`tether_core.js`).
 const CORE_NAME: &str = "tether_core";
+
+/// The longest one Node test may run before the runner fails it.
+const TEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// `cargo xtask js`: build the package or build and test it.
 #[derive(clap::Args)]
@@ -78,14 +82,20 @@ pub fn test_step() -> Result<()> {
     ensure!(!tests.is_empty(), "no *.test.mjs in crates/client-js/test");
     let mut sorted = tests;
     sorted.sort();
+    let tmp = web::target_dir().join("js").join("tmp");
+    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let mut cmd = Command::new("node");
     cmd.current_dir(&dir)
         .arg("--test")
+        // One file at a time: each starts its own servers, and the machine has few cores.
+        .arg("--test-concurrency=1")
+        // Every wait inside the tests has its own deadline; this bounds a test that hangs.
+        .arg(format!("--test-timeout={}", TEST_TIMEOUT.as_millis()))
         .args(&sorted)
         .env("TETHER_BIN", &tether)
         .env("TETHER_JS_PKG", built.pkg.join("index.js"))
-        .env("TETHER_TEST_TMP", web::target_dir().join("js").join("tmp"));
-    util::run(&mut cmd)
+        .env("TETHER_TEST_TMP", &tmp);
+    util::run(&mut cmd).context("the Node tests of @tether/client failed")
 }
 
 /// Builds the package into [`pkg_dir`] and prints its size.

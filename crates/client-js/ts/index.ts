@@ -62,7 +62,9 @@ export interface TetherClientOptions {
   heartbeatInterval?: number; latencyThreshold?: number; breakerThreshold?: number; breakerWindow?: number;
   breakerOpen?: number; queueCapacity?: number; qualityInterval?: number; reportInterval?: number; dedupWindow?: number;
 }
-type Events = { state: StateChange; alert: Alert; message: Message; error: TetherError; attempt: AttemptScheduled };
+/** The server confirmed a subscription (after every reconnect too): `replayed` messages follow. */
+export interface Subscribed { channel: string; epoch: string; offset: number; replayed: number }
+type Events = { state: StateChange; alert: Alert; message: Message; error: TetherError; attempt: AttemptScheduled; subscribed: Subscribed };
 export interface Subscription { unsubscribe(): void; pause(): void; resume(): void }
 
 const now = () => performance.now();
@@ -101,7 +103,7 @@ export class TetherClient {
     this.pump();
   }
 
-  /** Listens to `state`, `alert`, `message` (every channel), `error` or `attempt`; returns the remover. */
+  /** Listens to `state`, `alert`, `message` (every channel), `error`, `attempt` or `subscribed`; returns the remover. */
   on<K extends keyof Events>(event: K, fn: (v: Events[K]) => void): () => void {
     const set = this.listeners.get(event) ?? new Set();
     set.add(fn); this.listeners.set(event, set);
@@ -239,6 +241,7 @@ export class TetherClient {
       case "alert": this.emit("alert", { kind: e.alert, active: e.active, value: e.value, threshold: e.threshold }); break;
       case "attempt_scheduled": this.emit("attempt", { attempt: e.attempt, delayMs: e.delay_ms, cause: e.cause }); break;
       case "error": this.emit("error", { code: e.code, message: e.message, channel: e.channel ?? undefined, source: e.source }); break;
+      case "subscribed": this.emit("subscribed", { channel: e.channel, epoch: e.epoch, offset: e.offset, replayed: e.replayed }); break;
       case "ended": if (e.cause === "refused") this.handlers.delete(e.channel); break;
       case "persist": this.persistDue = true; break;
     }
