@@ -16,6 +16,7 @@
 //!   [`abuse`]: unusual patterns per IP and `sub`.
 //! - [`metrics`]: `GET /metrics`; [`telemetry`]: OTLP traces; [`fleet`]: client reports and
 //!   the fleet view (issue 13).
+//! - [`twilio`]: the Twilio voice gateway (CONTRACT §10).
 
 pub mod abuse;
 pub mod admin;
@@ -38,6 +39,7 @@ pub mod session;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod twilio;
 
 use std::future::Future;
 use std::sync::Arc;
