@@ -18,7 +18,8 @@
 //! short version `cargo xtask test` runs.
 
 mod fleet;
-mod server;
+// Public to the crate: `js test` runs its Node tests against the same built binary.
+pub mod server;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;

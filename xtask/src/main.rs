@@ -26,6 +26,8 @@ mod supervisor;
 mod bench;
 mod postgres;
 mod twilio_python;
+// js: the `@tether/client` npm package.
+mod js;
 
 use clap::Parser;
 
@@ -67,6 +69,8 @@ tasks! {
     Fuzz(fuzz),
     /// Server benchmark over loopback: set-up rate, fan-out throughput/latency, idle memory.
     Bench(bench),
+    /// The `@tether/client` npm package: `js build` into target/js/pkg, `js test` with Node.
+    Js(js),
 }
 
 /// Tether's task runner; run it as `cargo xtask <task>`.

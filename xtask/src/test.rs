@@ -1,8 +1,8 @@
 //! `cargo xtask test`: everything CI checks, in the order that fails fastest.
 //!
 //! Steps: fmt → tidy → clippy (native, default members) → clippy for wasm32 (the sans-IO
-//! crates) → tests (cargo-nextest) → doctests → web (wasm build + browser tests) → chaos smoke
-//! → bench smoke.
+//! crates) → tests (cargo-nextest) → doctests → web (wasm build + browser tests) → js (the
+//! npm package and its Node tests) → chaos smoke → bench smoke.
 //! Every step shares one target directory (the caller's, default `target/`), runs in the dev
 //! profile and builds each thing once; the first failure stops the run with the step's name.
 
@@ -59,6 +59,14 @@ pub fn run(args: Args) -> Result<()> {
             crate::web::test_step,
         )
         .hint("screenshots and logs are in target/browser/"),
+        // ---- js (owned by js, `xtask/src/js.rs`) -------------------------------------------
+        // @tether/client built (wasm inlined in an ES module, .d.ts) and its Node tests
+        // against a real `tether` on loopback, reusing the debug binary the tests built.
+        Step::new(
+            "js",
+            "@tether/client: package build and Node tests",
+            crate::js::test_step,
+        ),
         // ---- chaos smoke (owned by h-client, `xtask/src/chaos.rs`) ---------------------------
         // A short connection-recovery drill: a real server killed and restarted under live
         // clients; nothing may be lost or duplicated.

@@ -9,7 +9,7 @@
 //! The browser scenario that exercises the result lives in `browser.rs`; `test_step` here is
 //! what `cargo xtask test` calls.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
@@ -88,44 +88,20 @@ pub fn build() -> Result<WebBuild> {
     ensure_wasm_target()?;
 
     let started = Instant::now();
-    println!("web: cargo build -p web --target {WASM_TARGET} --release");
-    let status = Command::new(cargo())
-        .current_dir(&root)
-        .args(["build", "-p", "web", "--target", WASM_TARGET, "--release"])
-        // Size over speed for the one artifact that travels over the network; line tables from
-        // the shared release profile would only be stripped again by wasm-bindgen.
-        .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "s")
-        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
-        .env("CARGO_PROFILE_RELEASE_PANIC", "abort")
-        .status()
-        .context("running cargo to build the web app")?;
-    if !status.success() {
-        bail!("building the web app for {WASM_TARGET} failed ({status})");
-    }
-
-    let input = target_dir()
-        .join(WASM_TARGET)
-        .join("release")
-        .join("web.wasm");
+    let input = cargo_build_wasm("web")?;
     let dist = dist_dir();
     // A stale file from an older layout must not be served next to the new one.
     if dist.exists() {
         std::fs::remove_dir_all(&dist).with_context(|| format!("clearing {}", dist.display()))?;
     }
     std::fs::create_dir_all(&dist).with_context(|| format!("creating {}", dist.display()))?;
-
-    wasm_bindgen_cli_support::Bindgen::new()
-        .input_path(&input)
-        .out_name(OUT_NAME)
-        .web(true)
-        .context("selecting wasm-bindgen's `web` output")?
-        .typescript(false)
-        // The library defaults to omitting `new URL("web_bg.wasm", import.meta.url)` (the CLI
-        // turns it back on); index.html passes the path explicitly anyway.
-        .omit_default_module_path(false)
-        .remove_producers_section(true)
-        .generate(&dist)
-        .with_context(|| format!("generating JS bindings for {}", input.display()))?;
+    // index.html passes the wasm path explicitly anyway; the default URL is kept as the CLI
+    // would keep it.
+    let options = BindgenOptions {
+        typescript: false,
+        default_wasm_url: true,
+    };
+    bindgen_web(&input, &dist, OUT_NAME, options)?;
 
     let static_dir = root.join("apps/web/static");
     for name in ["index.html", "style.css"] {
@@ -149,6 +125,60 @@ pub fn build() -> Result<WebBuild> {
 pub fn test_step() -> Result<()> {
     let built = build()?;
     crate::browser::run_scenario(&built)
+}
+
+/// Compiles the cdylib `package` for wasm32 in release, sized for the network, and returns
+/// the `.wasm` file. Shared by the dashboard and `@tether/client` (`js.rs`).
+pub fn cargo_build_wasm(package: &str) -> Result<PathBuf> {
+    println!("wasm: cargo build -p {package} --target {WASM_TARGET} --release");
+    let status = Command::new(cargo())
+        .current_dir(project_root())
+        .args(["build", "-p", package, "--target", WASM_TARGET, "--release"])
+        // Size over speed for the artifacts that travel over the network; line tables from
+        // the shared release profile would only be stripped again by wasm-bindgen.
+        .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "s")
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+        .env("CARGO_PROFILE_RELEASE_PANIC", "abort")
+        .status()
+        .with_context(|| format!("running cargo to build {package}"))?;
+    if !status.success() {
+        bail!("building {package} for {WASM_TARGET} failed ({status})");
+    }
+    Ok(target_dir()
+        .join(WASM_TARGET)
+        .join("release")
+        .join(format!("{}.wasm", package.replace('-', "_"))))
+}
+
+/// What [`bindgen_web`] emits besides the ES module.
+#[derive(Clone, Copy, Debug)]
+pub struct BindgenOptions {
+    /// Also write `.d.ts` files.
+    pub typescript: bool,
+    /// Let `init()` without arguments fetch `new URL("<name>_bg.wasm", import.meta.url)`. Off
+    /// for a package that inlines its wasm: a bundler would try to resolve that URL.
+    pub default_wasm_url: bool,
+}
+
+/// Runs wasm-bindgen's `web` output (an ES module whose `init` takes the wasm) over `input`,
+/// writing `{out_name}.js` and `{out_name}_bg.wasm` to `out_dir`.
+pub fn bindgen_web(
+    input: &Path,
+    out_dir: &Path,
+    out_name: &str,
+    options: BindgenOptions,
+) -> Result<()> {
+    wasm_bindgen_cli_support::Bindgen::new()
+        .input_path(input)
+        .out_name(out_name)
+        .web(true)
+        .context("selecting wasm-bindgen's `web` output")?
+        .typescript(options.typescript)
+        // The library defaults to omitting the default URL (the CLI turns it back on).
+        .omit_default_module_path(!options.default_wasm_url)
+        .remove_producers_section(true)
+        .generate(out_dir)
+        .with_context(|| format!("generating JS bindings for {}", input.display()))
 }
 
 /// The cargo that runs us (set by cargo for `cargo run`), or `cargo` from PATH.
