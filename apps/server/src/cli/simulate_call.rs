@@ -1,6 +1,6 @@
 //! `tether simulate-call --url URL [--seconds S] [--calls N] [--drop-after S]` (CONTRACT
 //! §10.6): plays Twilio against a running Tether with [`crate::twilio::player`] and prints one
-//! line per call. The auth token comes from `TWILIO_AUTH_TOKEN` or `--auth-token-file` (never
+//! line per call, then (with several calls) an `all` line pooling every frame's round trip. The auth token comes from `TWILIO_AUTH_TOKEN` or `--auth-token-file` (never
 //! a plain flag); `PUBLIC_URL` (or `--public-url`) is what the requests are signed over, since
 //! Tether checks signatures against its public URL, not the address it is reached at.
 
@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::EXIT_CONFIG;
-use crate::twilio::player::{PlayOptions, Player};
+use crate::twilio::player::{PlayOptions, Player, Summary};
 
 /// `tether simulate-call` arguments.
 #[derive(Debug, Args, Clone)]
@@ -78,9 +78,13 @@ pub fn simulate_call(args: &SimulateCallArgs) -> ExitCode {
             })
         });
         let mut failed = false;
+        let mut reports = Vec::new();
         for play in futures_util::future::join_all(plays).await {
             match play {
-                Ok((_, Ok(report))) => println!("{report}"),
+                Ok((_, Ok(report))) => {
+                    println!("{report}");
+                    reports.push(report);
+                }
                 Ok((sid, Err(e))) => {
                     failed = true;
                     println!("call {sid} failed: {e}");
@@ -90,6 +94,9 @@ pub fn simulate_call(args: &SimulateCallArgs) -> ExitCode {
                     println!("a call task failed: {e}");
                 }
             }
+        }
+        if reports.len() > 1 {
+            println!("{}", Summary::of(&reports));
         }
         if failed {
             ExitCode::FAILURE

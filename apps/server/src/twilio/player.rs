@@ -7,7 +7,6 @@
 //! Each media payload starts with the frame's index (4 bytes, big endian), so an echoing
 //! agent's answers are matched to what was sent whatever their order or `streamSid`.
 
-use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -17,6 +16,11 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::{Message, http::HeaderValue};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+mod tally;
+
+use tally::Tally;
+pub use tally::{CallReport, Summary};
 
 use super::http::SIGNATURE_HEADER;
 use super::signature;
@@ -45,49 +49,6 @@ pub struct PlayOptions {
     pub duration: Duration,
     /// Drop the stream (TCP closed without `stop`) this long after it started, once.
     pub drop_after: Option<Duration>,
-}
-
-/// What happened to one call.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CallReport {
-    /// The `CallSid` played.
-    pub call_sid: String,
-    /// Media frames sent.
-    pub frames_sent: u64,
-    /// Distinct frames that came back.
-    pub echoed: u64,
-    /// Frames sent but never echoed, below the highest echoed index.
-    pub gaps: u64,
-    /// Marks the agent answered.
-    pub marks: u64,
-    /// Streams re-established after a drop.
-    pub resumes: u32,
-    /// Median round trip of the echoed frames.
-    pub rtt_p50: Duration,
-    /// Largest round trip.
-    pub rtt_max: Duration,
-    /// The `streamSid`s the echoes carried (one per stream when Tether puts the current one in).
-    pub stream_sids: BTreeSet<String>,
-    /// What `/twilio/voice/after` answered at the end: `hangup` or `connect`.
-    pub after: &'static str,
-}
-
-impl std::fmt::Display for CallReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "call {} frames_sent={} echoed={} gaps={} marks={} resumes={} rtt_p50_ms={:.1} rtt_max_ms={:.1} after={}",
-            self.call_sid,
-            self.frames_sent,
-            self.echoed,
-            self.gaps,
-            self.marks,
-            self.resumes,
-            self.rtt_p50.as_secs_f64() * 1e3,
-            self.rtt_max.as_secs_f64() * 1e3,
-            self.after
-        )
-    }
 }
 
 /// Why a call could not be played.
@@ -481,83 +442,6 @@ async fn send(socket: &mut Socket, frame: &Value) -> Result<(), PlayError> {
         .map_err(|e| PlayError::Stream(e.to_string()))
 }
 
-/// What was sent and heard, across the call's streams.
-#[derive(Default)]
-struct Tally {
-    sent: u64,
-    seq: u64,
-    sent_at: HashMap<u64, Instant>,
-    echoed: BTreeSet<u64>,
-    rtts: Vec<Duration>,
-    marks: u64,
-    stream_sids: BTreeSet<String>,
-}
-
-impl Tally {
-    fn heard(&mut self, text: &str) {
-        let Ok(frame) = serde_json::from_str::<Value>(text) else {
-            return;
-        };
-        if let Some(sid) = frame["streamSid"].as_str() {
-            self.stream_sids.insert(sid.to_owned());
-        }
-        match frame["event"].as_str() {
-            Some("mark") => self.marks += 1,
-            Some("media") => {
-                let Some(audio) = frame["media"]["payload"]
-                    .as_str()
-                    .and_then(|p| base64::engine::general_purpose::STANDARD.decode(p).ok())
-                else {
-                    return;
-                };
-                let Some(head) = audio.get(..4) else { return };
-                let index = u64::from(u32::from_be_bytes([head[0], head[1], head[2], head[3]]));
-                if let Some(at) = self.sent_at.get(&index)
-                    && self.echoed.insert(index)
-                {
-                    self.rtts.push(at.elapsed());
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// Reads what arrives for at most `tail`; with `until_echoed`, only until every frame
-    /// sent came back.
-    async fn drain(&mut self, socket: &mut Socket, tail: Duration, until_echoed: bool) {
-        let until = tokio::time::Instant::now() + tail;
-        while !(until_echoed && self.echoed.len() as u64 == self.sent)
-            && let Ok(Some(Ok(m))) = tokio::time::timeout_at(until, socket.next()).await
-        {
-            if let Message::Text(t) = m {
-                self.heard(t.as_str());
-            }
-        }
-    }
-
-    fn report(mut self, call_sid: &str, resumes: u32, after: &'static str) -> CallReport {
-        self.rtts.sort_unstable();
-        let top = self.echoed.last().copied();
-        let gaps = top.map_or(0, |top| top + 1 - self.echoed.len() as u64);
-        CallReport {
-            call_sid: call_sid.to_owned(),
-            frames_sent: self.sent,
-            echoed: self.echoed.len() as u64,
-            gaps,
-            marks: self.marks,
-            resumes,
-            rtt_p50: self
-                .rtts
-                .get(self.rtts.len() / 2)
-                .copied()
-                .unwrap_or_default(),
-            rtt_max: self.rtts.last().copied().unwrap_or_default(),
-            stream_sids: self.stream_sids,
-            after,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -571,23 +455,5 @@ mod tests {
         assert_eq!(parse_connect(&super::super::twiml::hangup()), None);
         assert_eq!(parse_connect("<Response><Stream url=\"x"), None);
         assert_eq!(parse_connect(""), None);
-    }
-
-    #[test]
-    fn echoes_count_once_and_gaps_are_holes_below_the_top() {
-        let mut t = Tally::default();
-        for i in 0..5 {
-            t.sent_at.insert(i, Instant::now());
-        }
-        t.sent = 5;
-        for i in [0, 1, 3, 3] {
-            t.heard(&media_frame("MZ1", i + 1, i).to_string());
-        }
-        t.heard(r#"{"event":"mark","streamSid":"MZ1","mark":{"name":"m"}}"#);
-        t.heard("not json");
-        t.heard(r#"{"event":"media","media":{"payload":"AA=="}}"#);
-        let r = t.report("CA1", 0, "hangup");
-        assert_eq!((r.echoed, r.gaps, r.marks), (3, 1, 1));
-        assert_eq!(r.stream_sids.into_iter().collect::<Vec<_>>(), ["MZ1"]);
     }
 }
