@@ -14,6 +14,7 @@
 //!   [`app`]: the shared state; [`admin`]: operator actions (shed, purge).
 //! - [`tls`]: direct HTTPS/WSS with rustls; [`security_headers`]: HSTS and friends;
 //!   [`abuse`]: unusual patterns per IP and `sub`.
+//! - [`fdlimit`]: the open-files budget and the connection limit derived from it.
 
 pub mod abuse;
 pub mod admin;
@@ -23,6 +24,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod drain;
+pub mod fdlimit;
 pub mod http;
 pub mod hub;
 pub mod latency;
