@@ -24,6 +24,7 @@ mod recover;
 mod supervisor;
 // h-server-rt: the server's load generator.
 mod bench;
+mod postgres;
 
 use clap::Parser;
 

@@ -217,6 +217,7 @@ impl Admission {
                 .or_insert_with(|| TokenBucket::new(limit, now));
             if let Err(wait) = bucket.try_take(now) {
                 drop(state);
+                crate::metrics::rate_limited();
                 if let Some(n) = self.abuse.log_sample(ip, "rate_limited_upgrade", now) {
                     tracing::warn!(
                         component = "websocket",
@@ -300,6 +301,7 @@ impl Admission {
             .or_insert_with(|| TokenBucket::new(limit, now));
         if let Err(wait) = bucket.try_take(now) {
             drop(state);
+            crate::metrics::rate_limited();
             if let Some(n) = self.abuse.log_sample(ip, "rate_limited_http", now) {
                 tracing::warn!(
                     component = "server",
@@ -332,6 +334,7 @@ impl Admission {
             return Ok(());
         };
         drop(state);
+        crate::metrics::rate_limited();
         if let Some(n) = self.abuse.log_sample(ip, "rate_limited_token", now) {
             tracing::warn!(
                 component = "server",

@@ -1,5 +1,6 @@
 //! JWT: one pinned algorithm (HS256 by default; RS256 or EdDSA with a public key), `exp`
-//! required (leeway at most 5 s), `nbf` honoured, optional `iss`/`aud`.
+//! required (leeway at most 5 s) and at most `max_ttl` away (`TETHER_MAX_TOKEN_TTL_SECS`),
+//! `nbf` honoured, optional `iss`/`aud`.
 //!
 //! API summary:
 //! - [`Authenticator::new`]`(&AuthConfig)`; share it (`Arc` or clone; it is cheap to clone).
@@ -134,6 +135,9 @@ pub struct AuthConfig {
     pub audience: Option<String>,
     /// Clock skew allowed on `exp`/`nbf`; capped at 5 s.
     pub leeway: Duration,
+    /// The longest a token may still live at verification: one whose `exp` lies further in
+    /// the future is refused (`TETHER_MAX_TOKEN_TTL_SECS`, CONTRACT §2).
+    pub max_ttl: Duration,
 }
 
 impl AuthConfig {
@@ -147,12 +151,16 @@ impl AuthConfig {
             issuer: None,
             audience: None,
             leeway: MAX_LEEWAY,
+            max_ttl: DEFAULT_MAX_TTL,
         }
     }
 }
 
 /// The largest leeway the contract allows.
 pub const MAX_LEEWAY: Duration = Duration::from_secs(5);
+
+/// `TETHER_MAX_TOKEN_TTL_SECS` by default: one day.
+pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(86_400);
 
 /// Why a token was refused. `Display` never contains the token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -178,6 +186,9 @@ pub enum AuthError {
     /// `aud` does not contain the configured audience.
     #[error("token audience not accepted")]
     WrongAudience,
+    /// `exp` lies further in the future than the configured maximum lifetime.
+    #[error("token lifetime exceeds the server's maximum of {0} s")]
+    TooLong(u64),
     /// Not a JWT, or claims of the wrong shape.
     #[error("malformed token: {0}")]
     Malformed(String),
@@ -198,6 +209,7 @@ impl AuthError {
             Self::MissingClaim(_) => "missing_claim",
             Self::WrongIssuer => "wrong_issuer",
             Self::WrongAudience => "wrong_audience",
+            Self::TooLong(_) => "ttl_too_long",
             Self::Malformed(_) => "malformed",
             Self::Signing(_) => "signing_failed",
         }
@@ -241,6 +253,7 @@ pub struct Authenticator {
     issuer: Option<String>,
     audience: Option<String>,
     leeway_secs: i64,
+    max_ttl_secs: i64,
 }
 
 impl fmt::Debug for Authenticator {
@@ -250,6 +263,7 @@ impl fmt::Debug for Authenticator {
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("leeway_secs", &self.leeway_secs)
+            .field("max_ttl_secs", &self.max_ttl_secs)
             .finish_non_exhaustive()
     }
 }
@@ -274,6 +288,7 @@ impl Authenticator {
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
             leeway_secs: i64::try_from(config.leeway.min(MAX_LEEWAY).as_secs()).unwrap_or(5),
+            max_ttl_secs: i64::try_from(config.max_ttl.as_secs()).unwrap_or(i64::MAX),
         }
     }
 
@@ -302,8 +317,13 @@ impl Authenticator {
         }
         let claims: Claims = serde_json::from_value(serde_json::Value::Object(raw))
             .map_err(|e| AuthError::Malformed(format!("claims: {e}")))?;
-        if claims.exp.saturating_add(self.leeway_secs) < now {
+        if self.expired_at(&claims, now) {
             return Err(AuthError::Expired);
+        }
+        if claims.exp.saturating_sub(now) > self.max_ttl_secs {
+            return Err(AuthError::TooLong(
+                u64::try_from(self.max_ttl_secs).unwrap_or(u64::MAX),
+            ));
         }
         if let Some(nbf) = claims.nbf
             && nbf.saturating_sub(self.leeway_secs) > now
@@ -326,6 +346,26 @@ impl Authenticator {
             }
         }
         Ok(claims)
+    }
+
+    /// Whether verification at `now` (seconds) refuses `claims` as expired: `exp` plus the
+    /// leeway lies in the past. The one rule for the hello, a refresh and the session's
+    /// expiry timer ([`Authenticator::expiry_millis`]).
+    #[must_use]
+    pub fn expired_at(&self, claims: &Claims, now: i64) -> bool {
+        claims.exp.saturating_add(self.leeway_secs) < now
+    }
+
+    /// The first wall-clock instant (Unix milliseconds) at which [`Authenticator::verify_at`]
+    /// refuses `claims` as expired: the start of the second after `exp` + leeway. A session
+    /// closes its connection then, honouring the same leeway as verification.
+    #[must_use]
+    pub fn expiry_millis(&self, claims: &Claims) -> i64 {
+        claims
+            .exp
+            .saturating_add(self.leeway_secs)
+            .saturating_add(1)
+            .saturating_mul(1_000)
     }
 
     /// Signs `claims` with HS256.
@@ -359,11 +399,29 @@ impl Authenticator {
 /// 12 hex digits of the token's SHA-256: lets logs correlate a token without revealing it.
 #[must_use]
 pub fn fingerprint(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .take(6)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Fingerprint::of(token).to_string()
+}
+
+/// The first 6 bytes of a token's SHA-256, kept by a session (instead of the token or its hex
+/// string) so a later `auth_failure` can name the token; `Display` is [`fingerprint`]'s form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Fingerprint([u8; 6]);
+
+impl Fingerprint {
+    /// The fingerprint of `token`.
+    #[must_use]
+    pub fn of(token: &str) -> Self {
+        let digest = Sha256::digest(token.as_bytes());
+        let mut bytes = [0; 6];
+        bytes.copy_from_slice(&digest[..6]);
+        Self(bytes)
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
 }
 
 /// Seconds since the epoch.

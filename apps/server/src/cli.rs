@@ -247,6 +247,15 @@ pub struct Settings {
     /// Where OTLP traces go (http/protobuf); unset: no export.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+    // Tokens (helper `core`, issue 10).
+    /// A JWT whose `exp` lies further than this in the future at verification is refused (`AUTH_FAILURE`), s [default: 86400].
+    #[arg(long, env = "TETHER_MAX_TOKEN_TTL_SECS")]
+    pub max_token_ttl_secs: Option<String>,
+
+    // Observability (issue 13, helper obs).
+    /// File holding the bearer token `GET /metrics` asks for (or set TETHER_METRICS_TOKEN in the environment); unset: `/metrics` is open.
+    #[arg(long, env = "TETHER_METRICS_TOKEN_FILE")]
+    pub metrics_token_file: Option<String>,
 }
 
 impl Settings {

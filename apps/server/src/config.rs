@@ -250,6 +250,8 @@ pub struct Config {
     pub twilio: Option<TwilioConfig>,
     /// OTLP endpoint, when set.
     pub otlp_endpoint: Option<String>,
+    /// Metrics token and OTLP transport (issue 13).
+    pub observability: ObservabilityConfig,
     /// Non-fatal findings (dev secret generated, `*` origin, no TLS in production, …).
     pub warnings: Vec<ConfigProblem>,
 }
@@ -745,10 +747,13 @@ impl Config {
                 }
             });
 
+        let observability = observability::load(&mut c, s, env);
+
         // A TETHER_* variable close to a setting's name is probably a typo: warn, do not fail.
         // Others (the tools' own TETHER_BIN, TETHER_TOKEN, …) are none of the server's business.
         let mut known = Settings::env_names();
         known.push(SECRET_ENV.to_owned());
+        known.push(observability::METRICS_TOKEN_ENV.to_owned());
         for name in env.vars.keys().filter(|k| k.starts_with("TETHER_")) {
             if known.iter().any(|k| k == name) {
                 continue;
@@ -770,6 +775,7 @@ impl Config {
         let issuer = given(s.jwt_issuer.as_ref()).map(str::to_owned);
         let audience = given(s.jwt_audience.as_ref()).map(str::to_owned);
         let (algorithm, public_key) = jwt_key(&mut c, s);
+        let max_ttl = tokens::max_token_ttl(&mut c, s);
         let secret = resolve_secret(&mut c, s, env, prod, &store.path, mode);
 
         if !c.errors.is_empty() {
@@ -795,6 +801,7 @@ impl Config {
                 issuer,
                 audience,
                 leeway: Duration::from_secs(5),
+                max_ttl,
             },
             secret_source,
             allowed_origins,
@@ -810,6 +817,7 @@ impl Config {
             limits,
             twilio,
             otlp_endpoint,
+            observability,
             warnings: c.warnings,
         })
     }
@@ -987,7 +995,10 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 mod net;
+mod observability;
+pub use observability::{ObservabilityConfig, OtlpProtocol};
 mod secret;
+mod tokens;
 
 use net::parse_origins;
 pub use net::{AllowedOrigins, Cidr, normalise_origin};

@@ -53,7 +53,10 @@ pub fn router(app: Arc<App>) -> Router {
             "/v1/channels/{channel}/messages",
             get(history).post(publish).delete(crate::admin::purge),
         )
-        .route("/v1/admin/shed", post(crate::admin::shed));
+        .route("/v1/admin/shed", post(crate::admin::shed))
+        .route("/metrics", get(crate::metrics::endpoint::metrics))
+        .route("/v1/admin/fleet", get(crate::fleet::endpoint::fleet))
+        .route_layer(axum::middleware::from_fn(crate::telemetry::http_layer));
     router = match app.config.web_dir.clone() {
         Some(dir) => {
             let files = tower_http::services::ServeDir::new(dir)
@@ -229,7 +232,7 @@ async fn websocket(
         .admit_websocket(peer, &headers, Instant::now())
     {
         Ok(permit) => permit,
-        Err(refusal) => return refusal.into_response(),
+        Err(refusal) => return crate::metrics::upgrade_refused(refusal).into_response(),
     };
     let upgrade = match upgrade {
         Ok(u) => u,
@@ -303,6 +306,7 @@ pub(crate) fn authorize(
                 token_fingerprint = %fingerprint(token),
             );
             app.admission.auth_failed(ip, Instant::now());
+            crate::metrics::auth_failure();
             return Err(error_response(
                 StatusCode::UNAUTHORIZED,
                 ErrorCode::AuthFailure,
@@ -388,7 +392,8 @@ async fn publish(
         data: body.data,
         published_at: store::now(),
     };
-    let (status, offset, duplicate) = match app.store.publish(request).await {
+    let stored = crate::telemetry::traced_http_publish(&channel, app.store.publish(request));
+    let (status, offset, duplicate) = match stored.await {
         Ok(PublishOutcome::Stored { offset }) => (StatusCode::CREATED, offset, false),
         Ok(PublishOutcome::Duplicate { offset }) => (StatusCode::OK, offset, true),
         Ok(PublishOutcome::Conflict { .. }) => {

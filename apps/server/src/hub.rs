@@ -152,6 +152,8 @@ impl Hub {
                 let frame = frame.get_or_insert_with(|| encode_message(msg)).clone();
                 if sub.out.push(frame).is_err() {
                     cut_any = true;
+                } else {
+                    crate::metrics::delivered(1);
                 }
             }
             if cut_any {

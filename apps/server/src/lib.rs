@@ -15,6 +15,8 @@
 //! - [`tls`]: direct HTTPS/WSS with rustls; [`security_headers`]: HSTS and friends;
 //!   [`abuse`]: unusual patterns per IP and `sub`.
 //! - [`fdlimit`]: the open-files budget and the connection limit derived from it.
+//! - [`metrics`]: `GET /metrics`; [`telemetry`]: OTLP traces; [`fleet`]: client reports and
+//!   the fleet view (issue 13).
 
 pub mod abuse;
 pub mod admin;
@@ -25,15 +27,18 @@ pub mod cli;
 pub mod config;
 pub mod drain;
 pub mod fdlimit;
+pub mod fleet;
 pub mod http;
 pub mod hub;
 pub mod latency;
 pub mod logging;
+pub mod metrics;
 pub mod outbound;
 pub mod ratelimit;
 pub mod security_headers;
 pub mod session;
 pub mod store;
+pub mod telemetry;
 pub mod tls;
 
 use std::future::Future;

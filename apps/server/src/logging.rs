@@ -2,11 +2,11 @@
 //! redacted.
 //!
 //! API summary:
-//! - [`init`]`(LogFormat, LogTarget, otlp_endpoint) -> Result<LogGuard, LogInitError>`:
+//! - [`init`]`(LogFormat, LogTarget, Option<&telemetry::Target>) -> Result<LogGuard, LogInitError>`:
 //!   installs the global subscriber. `serve` uses [`LogTarget::Stdout`]; other commands
-//!   [`LogTarget::Stderr`]. Filter: `RUST_LOG` when set, else `info`. With an OTLP endpoint,
-//!   spans are exported too (http/protobuf, `{endpoint}/v1/traces`); keep the [`LogGuard`]
-//!   until exit so pending spans are flushed.
+//!   [`LogTarget::Stderr`]. Filter: `RUST_LOG` when set, else `info`. With an OTLP target,
+//!   spans are exported too ([`crate::telemetry`]); keep the [`LogGuard`] until exit so
+//!   pending spans are flushed.
 //! - [`JsonLayer`]: the `tracing_subscriber::Layer` that writes one JSON object per event:
 //!   `{"timestamp":"2026-11-27T14:00:00.123Z","level":"warn","component":"websocket",
 //!   "event":"auth_failure","data":{..},"connectionId":".."}`.
@@ -17,6 +17,9 @@
 //!     `data.message`. Fields of enclosing spans are included (innermost wins), so
 //!     `info_span!("conn", component = "websocket", connection_id = %id)` tags every event
 //!     inside it.
+//!   - Inside an exported span, `trace_id` and `span_id` (hex) of the innermost span are
+//!     top-level keys, after `connectionId` (CONTRACT §11). Span fields named `otel.*` (span
+//!     kind, status) are for the exporter and stay out of `data`.
 //!   - Any field whose name contains `token`, `secret`, `password` or `authorization` (except
 //!     names with `fingerprint` or ending in `expires_at`) is written as `"[redacted]"`.
 //! - [`is_secret_field`]: that rule.
@@ -82,14 +85,13 @@ impl Drop for LogGuard {
 }
 
 /// Installs the global subscriber: the filter from `RUST_LOG` (else `info`), and JSON lines or
-/// the human format on `target`. With `otlp_endpoint` (the `OTEL_EXPORTER_OTLP_ENDPOINT` base
-/// URL), spans are also exported as OTLP http/protobuf to `{endpoint}/v1/traces`. Call it
-/// before creating the tokio runtime (the exporter's blocking HTTP client must be built
-/// outside it).
+/// the human format on `target`. With `otlp`, spans are also exported over OTLP
+/// ([`crate::telemetry::otlp_layer`]). Call it before creating the tokio runtime (the HTTP
+/// exporter's blocking client must be built outside it).
 pub fn init(
     format: LogFormat,
     target: LogTarget,
-    otlp_endpoint: Option<&str>,
+    otlp: Option<&crate::telemetry::Target>,
 ) -> Result<LogGuard, LogInitError> {
     let filter = || {
         EnvFilter::try_from_default_env()
@@ -108,8 +110,9 @@ pub fn init(
     };
     let mut layers = vec![layer.with_filter(filter()).boxed()];
     let mut guard = LogGuard::default();
-    if let Some(endpoint) = otlp_endpoint {
-        let (otel, provider) = otlp_layer(endpoint)?;
+    if let Some(target) = otlp {
+        let (otel, provider) =
+            crate::telemetry::otlp_layer(target).map_err(|e| LogInitError(e.to_string()))?;
         layers.push(otel.with_filter(filter()).boxed());
         guard.provider = Some(provider);
     }
@@ -125,39 +128,6 @@ pub fn init(
 #[must_use]
 pub fn no_frame_dumps(meta: &tracing::Metadata<'_>) -> bool {
     !(*meta.level() == tracing::Level::TRACE && meta.target().starts_with("tungstenite"))
-}
-
-/// The OTLP trace layer and its provider (kept by [`LogGuard`]).
-fn otlp_layer(
-    endpoint: &str,
-) -> Result<
-    (
-        Box<dyn Layer<Registry> + Send + Sync>,
-        opentelemetry_sdk::trace::SdkTracerProvider,
-    ),
-    LogInitError,
-> {
-    use opentelemetry::trace::TracerProvider as _;
-    use opentelemetry_otlp::WithExportConfig as _;
-
-    let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_endpoint(url)
-        .with_timeout(std::time::Duration::from_secs(5))
-        .build()
-        .map_err(|e| LogInitError(format!("OTLP exporter: {e}")))?;
-    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
-        .with_resource(
-            opentelemetry_sdk::Resource::builder()
-                .with_service_name("tether")
-                .build(),
-        )
-        .build();
-    let tracer = provider.tracer("tether");
-    let layer = tracing_opentelemetry::layer().with_tracer(tracer).boxed();
-    Ok((layer, provider))
 }
 
 /// The human format: one line per event, fields `name=value`, secrets redacted.
@@ -226,7 +196,7 @@ struct Fields(Vec<(String, Value)>);
 
 impl Fields {
     fn set(&mut self, name: &str, value: Value) {
-        if name.starts_with("log.") {
+        if name.starts_with("log.") || name.starts_with("otel.") {
             // `log` crate records bridged into tracing carry their origin in these; `target`
             // says the same thing.
             return;
@@ -320,19 +290,24 @@ where
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let mut fields = Fields::default();
+        let mut innermost = None;
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope.from_root() {
                 if let Some(f) = span.extensions().get::<Fields>() {
                     fields.extend(f);
                 }
+                innermost = Some(span.id());
             }
         }
         event.record(&mut fields);
+        // After the extensions above are released: the lookup locks them again.
+        let ids = innermost.and_then(|id| crate::telemetry::ids_of(&id));
         let line = render(
             (self.clock)(),
             event.metadata().level(),
             event.metadata().target(),
             fields,
+            ids,
         );
         let mut writer = self.make_writer.make_writer_for(event.metadata());
         // A log line that cannot be written has nowhere else to go.
@@ -340,7 +315,13 @@ where
     }
 }
 
-fn render(now: Timestamp, level: &tracing::Level, target: &str, fields: Fields) -> String {
+fn render(
+    now: Timestamp,
+    level: &tracing::Level,
+    target: &str,
+    fields: Fields,
+    ids: Option<(String, String)>,
+) -> String {
     let mut component = None;
     let mut event = None;
     let mut connection_id = None;
@@ -388,6 +369,12 @@ fn render(now: Timestamp, level: &tracing::Level, target: &str, fields: Fields) 
     if let Some(id) = connection_id {
         out.push_str(",\"connectionId\":");
         out.push_str(&json(&as_text(id)));
+    }
+    if let Some((trace_id, span_id)) = ids {
+        out.push_str(",\"trace_id\":");
+        out.push_str(&json(&trace_id));
+        out.push_str(",\"span_id\":");
+        out.push_str(&json(&span_id));
     }
     out.push_str("}\n");
     out

@@ -70,7 +70,8 @@ pub fn run(
         socket,
         connection_id: new_connection_id(),
     });
-    drive(app, conn, permit)
+    let span = crate::telemetry::connection_span(&conn.connection_id);
+    tracing::Instrument::instrument(drive(app, conn, permit), span)
 }
 
 async fn drive(app: Arc<App>, mut conn: Box<Conn>, permit: ConnectionPermit) {
@@ -82,9 +83,15 @@ async fn drive(app: Arc<App>, mut conn: Box<Conn>, permit: ConnectionPermit) {
         connection_id = %conn.connection_id,
         client_ip = %ip,
     );
+    crate::metrics::connection_opened();
     // Boxed like `Session::handle`: the handshake's state is not kept for the session's life.
-    let code = match Box::pin(handshake(&app, &mut conn, ip)).await {
+    let hello = tracing::Instrument::instrument(
+        handshake(&app, &mut conn, ip),
+        crate::telemetry::hello_span(),
+    );
+    let code = match Box::pin(hello).await {
         Ok((claims, client, sub_permit)) => {
+            crate::telemetry::record_sub(&claims.sub);
             let key = app.next_conn_key();
             let out = Arc::new(Outbound::new(app.config.limits.outbound_queue));
             let mut session = Box::new(Session::new(
@@ -111,6 +118,8 @@ async fn drive(app: Arc<App>, mut conn: Box<Conn>, permit: ConnectionPermit) {
         reason = code.reason,
         duration_ms = u64::try_from(opened.elapsed().as_millis()).unwrap_or(u64::MAX),
     );
+    crate::metrics::connection_closed(code.code);
+    crate::telemetry::record_close(code.code);
     drop(permit);
 }
 
@@ -221,6 +230,7 @@ fn short_reason(code: CloseCode) -> &'static str {
 }
 
 fn log_auth_failure(connection_id: &str, ip: IpAddr, token: &str, err: &AuthError, phase: &str) {
+    crate::metrics::auth_failure();
     tracing::warn!(
         component = "websocket",
         event = "auth_failure",
@@ -294,6 +304,7 @@ async fn handshake(
                         Offence::RateLimited,
                         Instant::now(),
                     );
+                    crate::metrics::rate_limited();
                     tracing::warn!(
                         component = "websocket",
                         event = "rate_limited",
@@ -345,6 +356,7 @@ async fn advise_reconnect(app: &App, conn: &mut Conn) -> Ended {
 
 /// `reconnect` advice, then close 1012: the drain, and an operator's shed (`admin`).
 async fn advise(conn: &mut Conn, after_ms: u64, reason: ReconnectReason) -> Ended {
+    crate::metrics::reconnect_advice(reason);
     let advice = ServerMessage::Reconnect(Reconnect { after_ms, reason });
     let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, conn.send_frame(&advice)).await;
     conn.close(CloseCode::SERVICE_RESTART, "service restart")
@@ -611,6 +623,7 @@ impl Session {
     }
 
     async fn slow_consumer(&mut self) -> Ended {
+        crate::metrics::slow_consumer();
         tracing::warn!(
             component = "websocket",
             event = "slow_consumer_disconnected",
@@ -708,6 +721,7 @@ impl Session {
         self.ping_sent = None;
         let rtt = sent.elapsed();
         self.app.latency.record(Instant::now(), rtt);
+        crate::metrics::ws_rtt(rtt);
         if rtt > self.app.config.latency_threshold {
             tracing::warn!(
                 component = "websocket",
@@ -758,7 +772,15 @@ impl Session {
             ClientMessage::Publish(publish) => self.publish(publish).await,
             ClientMessage::Refresh(refresh) => self.refresh(refresh.token.expose()).await,
             // A quality report has no answer (CONTRACT §5.8); the metrics fold it in.
-            ClientMessage::Report(_) => None,
+            ClientMessage::Report(r) => {
+                match crate::fleet::report(&self.claims.sub, &self.conn.connection_id, None, &r) {
+                    Ok(()) => None,
+                    Err(e) => {
+                        self.write(&ServerMessage::error(ErrorCode::BadRequest, e.to_string()))
+                            .await
+                    }
+                }
+            }
         }
     }
 
@@ -772,6 +794,7 @@ impl Session {
     }
 
     async fn subscribe(&mut self, req: Subscribe) -> Option<Ended> {
+        let span = crate::telemetry::subscribe_span(&req.channel, req.since);
         if let Err(err) = ChannelName::parse(&req.channel) {
             let frame = Self::channel_error(ErrorCode::BadRequest, &req.channel, err.to_string());
             return self.write(&frame).await;
@@ -839,6 +862,7 @@ impl Session {
             recovered,
             replayed: latest.saturating_sub(upto),
         });
+        crate::telemetry::subscribed(&span, latest.saturating_sub(upto), recovered);
         if let Some(ended) = self.write(&reply).await {
             return Some(ended);
         }
@@ -915,6 +939,7 @@ impl Session {
                         continue;
                     }
                     self.conn.socket.feed(Message::Text(encode_message(msg))).await?;
+                    crate::metrics::delivered(1);
                     upto = msg.offset;
                 }
                 self.conn.socket.flush().await
@@ -971,6 +996,7 @@ impl Session {
     async fn publish(&mut self, publish: Publish) -> Option<Ended> {
         let now = Instant::now();
         if let Err(wait) = self.publish_bucket.try_take(now) {
+            crate::metrics::rate_limited();
             self.offence(Offence::RateLimited);
             let retry = retry_after_ms(wait);
             if !self.limited {
@@ -1037,7 +1063,11 @@ impl Session {
         };
         // `publish` enqueues at call time, so calling it here, in frame order, keeps this
         // connection's publishes in order in the store.
-        let stored = self.app.store.publish(request);
+        let stored = crate::telemetry::traced_publish(
+            &publish.channel,
+            now,
+            self.app.store.publish(request),
+        );
         let connection_id = self.conn.connection_id.clone();
         let pending = self.pending.get_or_insert_with(FuturesOrdered::new);
         pending.push_back(Box::pin(async move {
@@ -1117,6 +1147,7 @@ fn dead_after(heartbeat: Duration) -> Duration {
 }
 
 fn nack(id: String, code: ErrorCode, message: &str, retry_after_ms: Option<u64>) -> ServerMessage {
+    crate::metrics::publish_refused();
     ServerMessage::Nack(Nack {
         id,
         code,

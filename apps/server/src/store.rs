@@ -1,5 +1,6 @@
-//! The durable channel store: one object-safe trait, [`Store`], and its SQLite backend
-//! ([`sqlite::SqliteStore`]); a PostgreSQL backend implements the same trait later.
+//! The durable channel store: one object-safe trait, [`Store`], and its two backends: SQLite
+//! ([`sqlite::SqliteStore`], one node, the default) and PostgreSQL ([`postgres::PostgresStore`],
+//! several nodes on one database, with cross-node fan-out inside the store).
 //!
 //! API summary (for the hub, the session and the HTTP handlers):
 //! - [`open`]`(&StoreConfig) -> Result<Opened, StoreError>`: opens (creates, migrates) the
@@ -42,6 +43,7 @@
 //! Tests are written once as a suite over `&dyn Store` (`tests/store.rs`) so the PostgreSQL
 //! backend can run the same suite.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::future::Future;
@@ -112,8 +114,25 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError::Closed`].
     fn close(&self) -> BoxFuture<'_, ()>;
 
-    /// Backend name for logs and `/health` (`sqlite`).
+    /// Backend name for logs and `/health` (`sqlite`, `postgres`).
     fn kind(&self) -> &'static str;
+
+    /// The state of the cross-node notification path, for `checks.store` in `/health`.
+    fn notifications(&self) -> Notifications {
+        Notifications::Local
+    }
+}
+
+/// Whether this node hears the other nodes' commits (see [`Store::notifications`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notifications {
+    /// A single-node backend: there is nobody else to hear.
+    Local,
+    /// The listener is connected and listening.
+    Listening,
+    /// The listener is down (reconnecting): other nodes' messages still arrive, but only
+    /// through the periodic catch-up, late.
+    Down(String),
 }
 
 impl std::fmt::Debug for dyn Store {
@@ -253,6 +272,55 @@ pub struct StoreConfig {
     pub busy_timeout: Duration,
     /// Read-pool connections (4).
     pub read_connections: u32,
+    /// `Some`: the store is PostgreSQL at this URL (several nodes); `None`: SQLite at `path`.
+    pub postgres: Option<PostgresConfig>,
+}
+
+/// The PostgreSQL backend's settings (CONTRACT §12).
+#[derive(Clone, PartialEq)]
+pub struct PostgresConfig {
+    /// `postgres://user:password@host:port/db` (may hold a password: never printed).
+    pub url: String,
+    /// Most connections in the pool shared by the writer, the reads and maintenance (10).
+    pub max_connections: u32,
+    /// Connections kept open while idle (1).
+    pub min_connections: u32,
+    /// How long an operation waits for a free pool connection (5 s).
+    pub acquire_timeout: Duration,
+    /// How often the node compares every channel it delivered with the database, so a lost
+    /// notification is caught up (1 s).
+    pub catch_up_interval: Duration,
+    /// This node's name (`application_name` of its connections, for operators).
+    pub node_id: String,
+}
+
+impl std::fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password.
+        f.debug_struct("PostgresConfig")
+            .field("url", &"<redacted>")
+            .field("max_connections", &self.max_connections)
+            .field("min_connections", &self.min_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("catch_up_interval", &self.catch_up_interval)
+            .field("node_id", &self.node_id)
+            .finish()
+    }
+}
+
+impl PostgresConfig {
+    /// Defaults for `url`, named `node_id`.
+    #[must_use]
+    pub fn new(url: impl Into<String>, node_id: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            max_connections: 10,
+            min_connections: 1,
+            acquire_timeout: Duration::from_secs(5),
+            catch_up_interval: Duration::from_secs(1),
+            node_id: node_id.into(),
+        }
+    }
 }
 
 impl StoreConfig {
@@ -270,6 +338,16 @@ impl StoreConfig {
             events_capacity: 1_024,
             busy_timeout: Duration::from_secs(5),
             read_connections: 4,
+            postgres: None,
+        }
+    }
+
+    /// Defaults for a PostgreSQL database (retention and batching as for SQLite).
+    #[must_use]
+    pub fn postgres(postgres: PostgresConfig) -> Self {
+        Self {
+            postgres: Some(postgres),
+            ..Self::sqlite("data/tether.db")
         }
     }
 }
@@ -319,10 +397,17 @@ impl std::fmt::Debug for Opened {
     }
 }
 
-/// Opens the store the config names (SQLite today): creates the folder and file, sets WAL,
-/// applies the embedded migrations, starts the writer task. Must be called inside a tokio
-/// runtime.
+/// Opens the store the config names: SQLite (creates the folder and file, sets WAL) or
+/// PostgreSQL (connects, starts listening); applies the embedded migrations, starts the writer
+/// task. Must be called inside a tokio runtime.
 pub async fn open(config: &StoreConfig) -> Result<Opened, StoreError> {
+    if config.postgres.is_some() {
+        let (store, events) = postgres::PostgresStore::open(config).await?;
+        return Ok(Opened {
+            store: Arc::new(store),
+            events,
+        });
+    }
     let (store, events) = sqlite::SqliteStore::open(config).await?;
     Ok(Opened {
         store: Arc::new(store),

@@ -1,7 +1,10 @@
 //! The store suite, written once over `&dyn Store` so every backend runs the same checks.
 //!
 //! A backend adds itself with one `store_suite!` line naming an async constructor
-//! `fn(&Path) -> Opened` (the PostgreSQL backend will add `store_suite!(postgres, open_pg)`).
+//! `fn(&Path) -> Opened`: SQLite, and PostgreSQL (one fresh database per test on the cluster
+//! of `TETHER_TEST_POSTGRES_URL`, or on a private cluster this process starts, see `pg/mod.rs`).
+
+mod pg;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -380,6 +383,13 @@ async fn open_sqlite(dir: &std::path::Path) -> Opened {
     store::open(&suite_config(dir)).await.expect("open sqlite")
 }
 
+async fn open_pg(dir: &std::path::Path) -> Opened {
+    let url = pg::database_for(dir).await;
+    let mut c = suite_config(dir);
+    c.postgres = Some(server::store::PostgresConfig::new(url, "n_suite"));
+    store::open(&c).await.expect("open postgres")
+}
+
 macro_rules! store_suite {
     ($backend:ident, $open:ident) => {
         mod $backend {
@@ -500,6 +510,7 @@ macro_rules! store_suite {
 }
 
 store_suite!(sqlite, open_sqlite);
+store_suite!(postgres, open_pg);
 
 /// SQLite specifics: the file and folder are created, WAL is on, and many concurrent
 /// publishes are group-committed (not one transaction each).

@@ -680,7 +680,7 @@ impl Driver {
             } => {
                 tracing::debug!(component = "client", event = "subscription_gap", channel = %channel, expected, got);
             }
-            SubscriptionEvent::Ended { channel } => {
+            SubscriptionEvent::Ended { channel, .. } => {
                 if let Some(sink) = self.sinks.remove(&channel) {
                     let _ = sink.tx.try_send(SubscriptionItem::Ended {
                         code: None,

@@ -151,6 +151,12 @@ impl Backoff {
         self.failures = 0;
     }
 
+    /// Takes `steps` doublings off the next delay (the flap guard's decay), never below the
+    /// initial delay; keeps the count of failed attempts.
+    pub fn decay_step(&mut self, steps: u32) {
+        self.step = self.step.saturating_sub(steps);
+    }
+
     /// Restarts the delays at `initial` but keeps the count of failed attempts.
     pub fn reset_step(&mut self) {
         self.step = 0;

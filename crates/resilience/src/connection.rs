@@ -21,9 +21,11 @@
 //!   10 % more, drawn at random, so a crowd told the same number still spreads); that attempt
 //!   counts if it fails. The budget refills on `welcome`.
 //! - A lost connection (not an attempt) is not a failure either: the next attempt waits a
-//!   backoff delay. If the connection had stayed up at least `stable_after` (30 s) the delays
-//!   restart at the initial 1 s (jittered into `[0.5 s, 1 s]`); a connection that dropped
-//!   sooner continues the growing delays, so a flapping server is not hammered.
+//!   backoff delay. The flap guard (ADR 0003): every full `backoff_decay` (2 s) the connection
+//!   stayed up takes one doubling off that delay, and one up at least `stable_after` (30 s)
+//!   restarts it at the initial 1 s (jittered into `[0.5 s, 1 s]`); a connection that dropped
+//!   within 2 s continues the growing delays, so a server that crashes after `welcome` is not
+//!   hammered.
 //! - When the breaker is open the next attempt waits until it turns half-open; the single
 //!   half-open trial closes it on success and re-opens it on failure.
 //! - 4401: the machine emits [`Event::TokenNeeded`] and waits for [`Input::TokenAvailable`]
@@ -82,7 +84,8 @@ pub enum Input {
     },
     /// After [`Event::TokenNeeded`]: the driver has a new token; reconnect.
     TokenAvailable,
-    /// After [`Event::TokenNeeded`]: there is no way to a new token; go to `FAILED`.
+    /// After [`Event::TokenNeeded`], or while an attempt waits for `hello`'s token: there is
+    /// no way to a new token; go to `FAILED` (see [`crate::TokenBroker`]).
     TokenUnavailable,
     /// The app closes the connection: `DISCONNECTED`.
     Close,
@@ -302,6 +305,7 @@ enum Phase {
 pub struct Connection {
     connection_timeout: Duration,
     stable_after: Duration,
+    backoff_decay: Duration,
     backoff: Backoff,
     breaker: Breaker,
     heartbeat: Heartbeat,
@@ -328,6 +332,7 @@ impl Connection {
         Self {
             connection_timeout: config.connection_timeout,
             stable_after: config.stable_after,
+            backoff_decay: config.backoff_decay,
             backoff: Backoff::new(config.backoff(), config.seed),
             breaker: Breaker::new(config.breaker()),
             heartbeat: Heartbeat::new(config.heartbeat(), now),
@@ -447,12 +452,21 @@ impl Connection {
                     self.schedule_backoff(now);
                 }
             }
-            Input::TokenUnavailable => {
-                if let Phase::AwaitingToken { failure } = &self.phase {
+            Input::TokenUnavailable => match &self.phase {
+                Phase::AwaitingToken { failure } => {
                     let reason = failure.clone();
                     self.give_up(reason);
                 }
-            }
+                // The socket is open but no token can be had for `hello`: no attempt can
+                // succeed, so `FAILED` at once (CONTRACT §8), as after a 4401.
+                Phase::Opening { .. } => {
+                    self.drop_socket("no token");
+                    self.give_up(Failure::Transport {
+                        reason: "no token can be had".to_owned(),
+                    });
+                }
+                _ => {}
+            },
             Input::Close => {
                 self.wanted = false;
                 self.drop_socket("closed by client");
@@ -635,9 +649,7 @@ impl Connection {
                     reason: failure.clone(),
                     connected_for,
                 });
-                if connected_for >= self.stable_after {
-                    self.backoff.reset_step();
-                }
+                self.decay_backoff(connected_for);
                 if advised {
                     self.schedule_advised(now);
                 } else if action == Some(CloseAction::RenewToken) {
@@ -663,10 +675,20 @@ impl Connection {
                 reason: Failure::DeadLink { silent_for },
                 connected_for,
             });
-            if connected_for >= self.stable_after {
-                self.backoff.reset_step();
-            }
+            self.decay_backoff(connected_for);
             self.schedule_backoff(now);
+        }
+    }
+
+    /// The flap guard (ADR 0003): each full `backoff_decay` the connection stayed up takes one
+    /// doubling off the next delay; `stable_after` restarts it at the initial delay.
+    fn decay_backoff(&mut self, connected_for: Duration) {
+        if connected_for >= self.stable_after {
+            self.backoff.reset_step();
+        } else if !self.backoff_decay.is_zero() {
+            let periods = connected_for.as_nanos() / self.backoff_decay.as_nanos();
+            self.backoff
+                .decay_step(u32::try_from(periods).unwrap_or(u32::MAX));
         }
     }
 

@@ -17,6 +17,9 @@
 //! | `subscriptions.rs` | [`Subscriptions`]: last offset + epoch per channel, repeats dropped, gaps repaired |
 //! | `metrics.rs` | [`Metrics`], [`QualitySnapshot`]: RTT, delivery rate, attempts, downtime |
 //! | `alerts.rs` | [`Alerts`]: latency > 200 ms, > 3 attempts, > 5 failed messages, down > 30 s |
+//! | `token.rs` | [`TokenBroker`]: who waits for a token, and what a failed fetch means |
+//! | `urls.rs` | [`UrlRing`]: the server URLs and which one the next attempt uses |
+//! | `report.rs` | [`ReportTimer`]: when a `report` frame goes out, and what it says |
 //!
 //! # Defaults ([`Config::new`], from `protocol::defaults`, CONTRACT §8)
 //!
@@ -29,7 +32,9 @@
 //! | heartbeat | a ping every `heartbeat_ms` of the `welcome` (30000 ms); dead after 2.5 × that with no frame |
 //! | RTT window | last 20 samples (median, p95, nearest rank) |
 //! | latency threshold | 200 ms (spike event and alert) |
-//! | healthy connection | up ≥ 30 s: the next retry starts again at 1 s |
+//! | healthy connection | every 2 s up takes one doubling off the next retry; up ≥ 30 s: it starts again at 1 s |
+//! | several URLs | after a failed attempt or a lost connection, the next attempt uses the next URL |
+//! | quality report | a `report` frame every 60 s while connected, and one right after each reconnect |
 //! | server advice | `after_ms` / `retry_after_ms` plus up to 10 % spread; `Retry-After` plus up to 1 s |
 //! | outbound queue | 1000 entries, 64 KiB per frame (or the `welcome`'s limit), 256 in flight, 24 h expiry |
 //! | alerts | RTT > 200 ms; > 3 attempts in an outage; > 5 failed messages in 5 min; down > 30 s |
@@ -129,8 +134,11 @@ pub mod connection;
 pub mod heartbeat;
 pub mod metrics;
 pub mod queue;
+pub mod report;
 pub mod session;
 pub mod subscriptions;
+pub mod token;
+pub mod urls;
 
 use std::time::Duration;
 
@@ -148,8 +156,11 @@ pub use connection::{Connection, Event, Failure, Input, Output, WaitCause};
 pub use heartbeat::{Heartbeat, HeartbeatConfig, HeartbeatEvent, RttStats};
 pub use metrics::{Metrics, QualitySnapshot};
 pub use queue::{OutboundQueue, QueueConfig, QueueError, QueueEvent};
+pub use report::ReportTimer;
 pub use session::{Session, SessionEvent};
-pub use subscriptions::{Position, SubscriptionEvent, Subscriptions, Verdict};
+pub use subscriptions::{EndCause, Position, SubscriptionEvent, Subscriptions, Verdict};
+pub use token::{TokenBroker, TokenFailure, TokenOutcome, TokenSource};
+pub use urls::UrlRing;
 
 /// A test base instant: the one clock read in this crate, for tests only.
 #[cfg(test)]
@@ -184,8 +195,21 @@ pub struct Config {
     /// Breaker: from opening to half-open (30 s).
     pub breaker_open: Duration,
     /// A connection up at least this long was healthy: the next retry delay restarts at the
-    /// initial delay (30 s). Shorter connections keep growing the delay (a flapping server).
+    /// initial delay (30 s), whatever it had grown to.
     pub stable_after: Duration,
+    /// Each full period of this length a connection stayed up takes one doubling off the next
+    /// retry delay (2 s; ADR 0003). A connection that dropped sooner keeps growing the delay,
+    /// so a server that crashes right after `welcome` is not hammered, while a client that
+    /// lived through several short outages in a row is not left waiting 8–16 s.
+    /// `Duration::MAX` turns the decay off (the delay then restarts only after `stable_after`).
+    pub backoff_decay: Duration,
+    /// The server URLs to rotate through (CONTRACT §5.9): after a failed attempt or a lost
+    /// connection the next attempt goes to the next one ([`Session::url`]). Empty: the driver
+    /// has its one URL.
+    pub urls: Vec<String>,
+    /// How often a `report` frame (CONTRACT §5.8) is sent while connected (60 s); one is
+    /// also sent right after every reconnect. `None`: never.
+    pub report_interval: Option<Duration>,
     /// RTT samples kept for median and p95 (20).
     pub rtt_window: usize,
     /// Outbound queue capacity (1000).
@@ -226,6 +250,9 @@ impl Config {
             breaker_window: Duration::from_millis(d::BREAKER_WINDOW_MS),
             breaker_open: Duration::from_millis(d::BREAKER_OPEN_MS),
             stable_after: Duration::from_millis(d::MAX_RETRY_DELAY_MS),
+            backoff_decay: Duration::from_secs(2),
+            urls: Vec::new(),
+            report_interval: Some(Duration::from_secs(60)),
             rtt_window: 20,
             queue_capacity: d::OFFLINE_QUEUE_CAPACITY,
             max_message_bytes: d::MAX_MESSAGE_BYTES,
@@ -238,6 +265,13 @@ impl Config {
             alert_downtime: Duration::from_millis(d::ALERT_DOWNTIME_MS),
             seed,
         }
+    }
+
+    /// The same, rotating through these server URLs (CONTRACT §5.9).
+    #[must_use]
+    pub fn with_urls<S: Into<String>>(mut self, urls: impl IntoIterator<Item = S>) -> Self {
+        self.urls = urls.into_iter().map(Into::into).collect();
+        self
     }
 
     /// The backoff's part.

@@ -17,12 +17,12 @@
 //! The queue works on wall-clock [`Timestamp`]s (they are persisted); the session derives them
 //! from the `Instant` it is given and one wall-clock reading taken by the driver at creation
 //! ([`Session::new`]), refreshed with [`Session::set_wall_clock`] if the driver wishes.
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::time::Duration;
 
 use protocol::{
-    ChannelNameError, ClientMessage, ConnectionState, Delivery, ErrorCode, ErrorFrame, Publish,
-    Refresh, ServerMessage, Timestamp, Token,
+    ChannelNameError, ClientMessage, ConnectionState, Delivery, ErrorFrame, Publish, Refresh,
+    ServerMessage, Timestamp, Token,
 };
 use serde::{Deserialize, Serialize};
 
@@ -30,7 +30,9 @@ use crate::alerts::{AlertConfig, AlertEvent, AlertInputs, Alerts};
 use crate::connection::{Connection, Event, Input, Output};
 use crate::metrics::{Metrics, QualitySnapshot};
 use crate::queue::{OutboundQueue, QueueConfig, QueueError, QueueEvent};
+use crate::report::{ReportTimer, report_from};
 use crate::subscriptions::{SubscriptionEvent, Subscriptions, Verdict};
+use crate::urls::UrlRing;
 use crate::{Config, Instant};
 
 /// What the app and the logs learn from a [`Session`].
@@ -108,6 +110,15 @@ pub struct Session {
     dirty: bool,
     /// An RTT sample arrived during this step (for the latency alert).
     new_rtt: Option<Duration>,
+    /// The server URLs and the one the next attempt uses (CONTRACT §5.9).
+    urls: UrlRing,
+    /// When the next `report` goes out (CONTRACT §5.8).
+    reports: ReportTimer,
+    /// A `welcome` arrived before: the next one is a reconnect (report at once).
+    welcomed: bool,
+    /// Channels whose app buffer is full: deliveries are left to the server's replay until
+    /// [`Session::resume`] (per-channel backpressure).
+    paused: BTreeSet<String>,
 }
 
 impl Session {
@@ -138,6 +149,8 @@ impl Session {
         subs: Subscriptions,
     ) -> Self {
         Self {
+            urls: UrlRing::new(config.urls.clone()),
+            reports: ReportTimer::new(config.report_interval),
             conn: Connection::new(&config, now),
             alerts: Alerts::new(AlertConfig::from(&config)),
             next_quality_at: now + config.quality_interval,
@@ -150,6 +163,8 @@ impl Session {
             events: VecDeque::new(),
             dirty: false,
             new_rtt: None,
+            welcomed: false,
+            paused: BTreeSet::new(),
         }
     }
 
@@ -228,6 +243,7 @@ impl Session {
 
     /// Ends the subscription to `channel` and forgets its position.
     pub fn unsubscribe(&mut self, now: Instant, channel: &str) {
+        self.paused.remove(channel);
         if let Some(frame) = self.subs.unsubscribe(channel) {
             if self.conn.state() == ConnectionState::Connected {
                 self.outputs
@@ -236,6 +252,44 @@ impl Session {
             self.dirty = true;
         }
         self.step(now);
+    }
+
+    /// The app's buffer for `channel` is full: from now on its deliveries are not handed over
+    /// (nor counted as processed) but left to the server's replay, until [`Session::resume`].
+    /// This is the per-channel backpressure: memory stays bounded and nothing is lost.
+    pub fn pause(&mut self, channel: &str) {
+        if self.subs.contains(channel) {
+            self.paused.insert(channel.to_owned());
+        }
+    }
+
+    /// The app drained `channel`: resubscribe from the last offset handed over, so the server
+    /// replays what was left behind (now if connected, else after the next `welcome`).
+    pub fn resume(&mut self, now: Instant, channel: &str) {
+        if self.paused.remove(channel) && self.conn.state() == ConnectionState::Connected {
+            // Tracked (it was paused only while tracked), so the name is valid.
+            if let Ok(frame) = self.subs.subscribe(channel, None) {
+                self.outputs
+                    .push_back(Output::Send(ClientMessage::Subscribe(frame)));
+            }
+        }
+        self.step(now);
+    }
+
+    /// Whether `channel`'s deliveries are held back ([`Session::pause`]).
+    pub fn is_paused(&self, channel: &str) -> bool {
+        self.paused.contains(channel)
+    }
+
+    /// The URL the next (or current) attempt uses: read it on [`Output::OpenSocket`].
+    /// `None` when the configuration named no URLs (the driver has its own one).
+    pub fn url(&self) -> Option<&str> {
+        self.urls.current()
+    }
+
+    /// The server URLs, in rotation order.
+    pub fn urls(&self) -> &UrlRing {
+        &self.urls
     }
 
     /// Sends `refresh` with a new token (after [`SessionEvent::TokenExpiring`]). Returns
@@ -279,6 +333,8 @@ impl Session {
     pub fn handle_message(&mut self, now: Instant, msg: ServerMessage) {
         self.conn.handle_frame(now, &msg);
         match msg {
+            // Held back: not processed, so the resume's replay brings it again.
+            ServerMessage::Message(d) if self.paused.contains(&d.channel) => {}
             ServerMessage::Message(d) => {
                 if self.subs.on_delivery(&d) == Verdict::Accept {
                     self.dirty = true;
@@ -290,6 +346,7 @@ impl Session {
                 self.dirty = true;
             }
             ServerMessage::Unsubscribed(u) => {
+                self.paused.remove(&u.channel);
                 self.subs.on_ended(&u.channel);
                 self.dirty = true;
             }
@@ -302,9 +359,9 @@ impl Session {
             }
             ServerMessage::Error(e) => {
                 if let Some(channel) = &e.channel
-                    && matches!(e.code, ErrorCode::Forbidden | ErrorCode::BadRequest)
+                    && self.subs.on_refused(channel, e.code, &e.message)
                 {
-                    self.subs.on_ended(channel);
+                    self.paused.remove(channel);
                     self.dirty = true;
                 }
                 self.events.push_back(SessionEvent::ServerError(e));
@@ -332,6 +389,9 @@ impl Session {
             // From `now`: after a frozen tab, one sample, not a burst.
             self.next_quality_at = now + self.config.quality_interval;
         }
+        if self.conn.state() == ConnectionState::Connected && self.reports.due(now) {
+            self.send_report(now);
+        }
         self.step(now);
     }
 
@@ -344,6 +404,7 @@ impl Session {
             self.alerts.poll_timeout(self.metrics.down_since()),
             // No sample while the app does not want a connection: an idle session has no timer.
             self.conn.is_wanted().then_some(self.next_quality_at),
+            self.reports.poll_timeout(),
             queue,
         ]
         .into_iter()
@@ -417,6 +478,13 @@ impl Session {
         }
     }
 
+    /// Queues a `report` with the figures at `now` (CONTRACT §5.8).
+    fn send_report(&mut self, now: Instant) {
+        let report = report_from(&self.quality(now));
+        self.outputs
+            .push_back(Output::Send(ClientMessage::Report(report)));
+    }
+
     /// Moves everything the parts produced into the session's outputs and events.
     fn step(&mut self, now: Instant) {
         while let Some(out) = self.conn.poll_output() {
@@ -424,6 +492,7 @@ impl Session {
         }
         while let Some(ev) = self.conn.poll_event() {
             self.metrics.on_event(&ev);
+            self.urls.on_event(&ev);
             match &ev {
                 Event::Connected {
                     max_message_bytes, ..
@@ -434,6 +503,10 @@ impl Session {
                     for frame in self.subs.resubscribe_all() {
                         self.outputs
                             .push_back(Output::Send(ClientMessage::Subscribe(frame)));
+                    }
+                    let reconnect = std::mem::replace(&mut self.welcomed, true);
+                    if self.reports.on_connected(now, reconnect) {
+                        self.send_report(now);
                     }
                 }
                 Event::Rtt { rtt } => self.new_rtt = Some(*rtt),
@@ -467,6 +540,7 @@ impl Session {
                     .push_back(Output::Send(ClientMessage::Publish(p)));
             }
         } else {
+            self.reports.on_disconnected();
             // Whatever was sent and not acknowledged is resent after the next welcome.
             self.queue.on_disconnect();
             // A gap repair is moot: resubscribing after the welcome covers it.

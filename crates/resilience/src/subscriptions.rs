@@ -19,7 +19,9 @@
 //! message delivered before the `subscribed` answer (no position yet) is accepted as the start.
 use std::collections::{BTreeMap, VecDeque};
 
-use protocol::{ChannelName, ChannelNameError, Delivery, Subscribe, Subscribed, Unsubscribe};
+use protocol::{
+    ChannelName, ChannelNameError, Delivery, ErrorCode, Subscribe, Subscribed, Unsubscribe,
+};
 use serde::{Deserialize, Serialize};
 
 /// Where a channel stands: the last offset processed and its epoch.
@@ -84,11 +86,36 @@ pub enum SubscriptionEvent {
         /// The offset that arrived.
         got: u64,
     },
-    /// The subscription ended (unsubscribed, or refused/ended with `FORBIDDEN`).
+    /// The subscription ended (unsubscribed, or refused/ended by the server).
     Ended {
         /// The channel.
         channel: String,
+        /// Why.
+        cause: EndCause,
     },
+}
+
+/// Why a subscription ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EndCause {
+    /// `unsubscribed`: the app asked for it.
+    Unsubscribed,
+    /// An `error` naming the channel with a code that ends a subscription
+    /// ([`ends_subscription`]): a refused subscribe, or rights lost at a token refresh.
+    Refused {
+        /// The error code (`FORBIDDEN` or `BAD_REQUEST`).
+        code: ErrorCode,
+        /// The server's message.
+        message: String,
+    },
+}
+
+/// Whether an `error` naming a channel ends that subscription (decided here, once, for every
+/// driver): `FORBIDDEN` (no right, or no longer after a refresh) and `BAD_REQUEST` (a name or
+/// frame the server will never take) do; `RATE_LIMIT` and `SERVER_ERROR` are passing, and the
+/// subscription stays (CONTRACT §5.3, §5.5).
+pub fn ends_subscription(code: ErrorCode) -> bool {
+    matches!(code, ErrorCode::Forbidden | ErrorCode::BadRequest)
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -251,13 +278,33 @@ impl Subscriptions {
         }
     }
 
-    /// The server ended a subscription (`unsubscribed`, or an `error` naming the channel).
+    /// The server confirmed an `unsubscribe`.
     pub fn on_ended(&mut self, channel: &str) {
-        if self.channels.remove(channel).is_some() {
+        self.end(channel, EndCause::Unsubscribed);
+    }
+
+    /// The server ended or refused a subscription with an `error` naming the channel: ends
+    /// it if [`ends_subscription`] says so. Returns whether it ended.
+    pub fn on_refused(&mut self, channel: &str, code: ErrorCode, message: &str) -> bool {
+        ends_subscription(code)
+            && self.end(
+                channel,
+                EndCause::Refused {
+                    code,
+                    message: message.to_owned(),
+                },
+            )
+    }
+
+    fn end(&mut self, channel: &str, cause: EndCause) -> bool {
+        let ended = self.channels.remove(channel).is_some();
+        if ended {
             self.events.push_back(SubscriptionEvent::Ended {
                 channel: channel.to_owned(),
+                cause,
             });
         }
+        ended
     }
 
     /// A `subscribe` to send now to repair a gap.
@@ -453,7 +500,8 @@ mod tests {
         assert_eq!(
             events(&mut s),
             [SubscriptionEvent::Ended {
-                channel: "b".into()
+                channel: "b".into(),
+                cause: EndCause::Unsubscribed,
             }]
         );
         assert!(s.resubscribe_all().is_empty());

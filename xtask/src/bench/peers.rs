@@ -21,8 +21,7 @@ use super::server::{self, Server};
 /// Counts for one `--peers` run.
 pub struct Plan {
     pub release: bool,
-    /// Pin servers to CPU 0 and this process to CPU 1 (not in `cargo xtask test`, whose
-    /// later steps would inherit the pinning).
+    /// Pin servers to CPU 0 and this process to CPU 1.
     pub pin: bool,
     pub reps: usize,
     pub idle: usize,
@@ -54,25 +53,6 @@ impl Plan {
             fan_rate: 100,
             fan_messages: 300,
             publishes: 20_000,
-        }
-    }
-
-    /// A tiny run that only checks every part works (figures mean nothing).
-    pub fn smoke() -> Self {
-        Self {
-            release: false,
-            pin: false,
-            reps: 1,
-            idle: 40,
-            connects: 20,
-            connect_rate: 200,
-            ping_conns: 10,
-            ping_rate: 10,
-            ping_for: Duration::from_millis(300),
-            fan_subs: 10,
-            fan_rate: 100,
-            fan_messages: 20,
-            publishes: 200,
         }
     }
 }
@@ -306,7 +286,7 @@ fn num(x: f64) -> String {
         let s = n.to_string();
         let mut out = String::new();
         for (i, ch) in s.chars().enumerate() {
-            if i > 0 && (s.len() - i) % 3 == 0 {
+            if i > 0 && (s.len() - i).is_multiple_of(3) {
                 out.push(',');
             }
             out.push(ch);

@@ -294,3 +294,55 @@ fn verify_uses_the_clock() {
         .unwrap();
     assert!(a.verify(&t).is_ok());
 }
+
+#[test]
+fn tokens_living_longer_than_the_maximum_are_refused() {
+    let a = auth();
+    let day = 86_400;
+    let at_limit = hs256(header(), claims(NOW + day), KEY.as_bytes());
+    assert!(
+        a.verify_at(&at_limit, NOW).is_ok(),
+        "exactly one day is allowed"
+    );
+    let beyond = hs256(header(), claims(NOW + day + 1), KEY.as_bytes());
+    let err = a
+        .verify_at(&beyond, NOW)
+        .expect_err("a day and a second is too long");
+    assert_eq!(err, AuthError::TooLong(86_400));
+    assert_eq!(err.reason(), "ttl_too_long");
+    // The same token is fine once less than the maximum remains.
+    assert!(a.verify_at(&beyond, NOW + 1).is_ok());
+    let short = Authenticator::new(&AuthConfig {
+        max_ttl: Duration::from_secs(60),
+        ..AuthConfig::with_secret(KEY)
+    });
+    let hour = hs256(header(), claims(NOW + 3_600), KEY.as_bytes());
+    assert_eq!(short.verify_at(&hour, NOW), Err(AuthError::TooLong(60)));
+}
+
+#[test]
+fn expiry_instant_is_where_verification_starts_refusing() {
+    let a = auth();
+    let t = hs256(header(), claims(NOW), KEY.as_bytes());
+    let claims = a.verify_at(&t, NOW).expect("valid now");
+    let expiry = a.expiry_millis(&claims);
+    assert_eq!(
+        expiry,
+        (NOW + 5 + 1) * 1_000,
+        "exp + 5 s leeway, then refused"
+    );
+    let last_ok = (expiry - 1) / 1_000;
+    assert!(a.verify_at(&t, last_ok).is_ok());
+    assert!(!a.expired_at(&claims, last_ok));
+    assert_eq!(a.verify_at(&t, expiry / 1_000), Err(AuthError::Expired));
+    assert!(a.expired_at(&claims, expiry / 1_000));
+}
+
+#[test]
+fn fingerprint_is_twelve_hex_digits_of_sha256() {
+    let print = fingerprint("a.b.c");
+    assert_eq!(print.len(), 12);
+    assert!(print.chars().all(|c| c.is_ascii_hexdigit()));
+    assert_eq!(Fingerprint::of("a.b.c").to_string(), print);
+    assert_ne!(fingerprint("a.b.d"), print);
+}

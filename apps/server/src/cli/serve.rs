@@ -25,7 +25,7 @@ pub fn serve(settings: &Settings) -> ExitCode {
     let _log_guard = match logging::init(
         config.log_format,
         LogTarget::Stdout,
-        config.otlp_endpoint.as_deref(),
+        crate::telemetry::Target::from_config(&config).as_ref(),
     ) {
         Ok(guard) => guard,
         Err(e) => {

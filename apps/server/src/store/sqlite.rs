@@ -29,8 +29,8 @@ mod writer;
 
 use writer::{Command, Reply, Writer, to_i64, to_u64};
 
-/// The migrations in `apps/server/migrations`, compiled in.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+/// The migrations in `apps/server/migrations/sqlite`, compiled in.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// The SQLite store. Cheap to share behind an `Arc`.
 pub struct SqliteStore {

@@ -311,7 +311,7 @@ impl Driver {
                     format!("{channel}: offsets {expected}..{got} missing; asking for them again"),
                 );
             }
-            SubscriptionEvent::Ended { channel } => {
+            SubscriptionEvent::Ended { channel, .. } => {
                 model.log(Level::Warn, format!("Subscription to {channel} ended"));
                 self.channel_status.remove(&channel);
             }

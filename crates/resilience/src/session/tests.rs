@@ -2,7 +2,7 @@
 use std::fmt::Write as _;
 
 use expect_test::expect;
-use protocol::{Ack, Nack, Pong, Subscribed, Welcome};
+use protocol::{Ack, ErrorCode, Nack, Pong, Subscribed, Welcome};
 use serde_json::json;
 
 use super::*;
@@ -192,6 +192,7 @@ fn offline_publishes_are_sent_after_connecting_and_resent_with_the_same_id() {
         871    > SendHello
         876    > {"type":"ping","id":2}
         876    > {"type":"subscribe","channel":"room:1","since":1,"epoch":"e1"}
+        876    > {"type":"report","reconnects":1,"failed_attempts":0,"downtime_ms":856,"queue":1,"delivery_rate":0.0}
         876    > {"type":"publish","id":"p1","channel":"room:1","data":{"text":"hi"}}
         876    state RECONNECTING -> CONNECTED
         876    PersistRequested
@@ -395,7 +396,6 @@ fn token_lifecycle_and_server_errors_reach_the_app() {
         20     > {"type":"refresh","token":"new"}
         30     TokenRefreshed { token_expires_at: Timestamp(1795795200000) }
         40     ServerError(ErrorFrame { code: Forbidden, message: "no", channel: Some("room:9"), retry_after_ms: None })
-        40     PersistRequested
         50     Undecodable { error: "invalid JSON: expected ident at line 1 column 2" }
     "#]]
     .assert_eq(&log);
@@ -601,3 +601,5 @@ mod properties {
         }
     }
 }
+
+mod nodes;

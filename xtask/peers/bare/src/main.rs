@@ -47,6 +47,8 @@ async fn main() -> std::io::Result<()> {
     }
 }
 
+// tungstenite's handshake callback must return its own `Result<Response, ErrorResponse>`.
+#[allow(clippy::result_large_err)]
 async fn serve(
     tcp: TcpStream,
     tx: broadcast::Sender<Message>,

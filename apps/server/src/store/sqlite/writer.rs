@@ -119,7 +119,8 @@ impl Writer {
     async fn run_batch(&mut self, batch: Vec<Command>) {
         let mut pending = Vec::with_capacity(batch.len());
         let mut events = Vec::new();
-        let outcome = self.apply(batch, &mut pending, &mut events).await;
+        let outcome =
+            crate::metrics::time_commit(self.apply(batch, &mut pending, &mut events)).await;
         match outcome {
             Ok(()) => {
                 for p in pending {
