@@ -115,8 +115,7 @@ impl Figure {
 type Samples = BTreeMap<(Figure, Kind), Vec<f64>>;
 
 pub fn run(plan: &Plan) -> Result<()> {
-    let tether_exe = server::build_tether(plan.release)?;
-    let bare_exe = server::build_bare(plan.release)?;
+    let (tether_exe, bare_exe) = server::build_tether_and_bare(plan.release)?;
     let node_modules = match server::install_node_ws() {
         Ok(m) => Some(m),
         Err(e) => {

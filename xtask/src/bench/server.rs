@@ -18,9 +18,26 @@ pub fn build_tether(release: bool) -> Result<PathBuf> {
     build("server", "tether", release)
 }
 
-/// Builds the bare peer (release unless `release` is false) and returns the binary's path.
-pub fn build_bare(release: bool) -> Result<PathBuf> {
-    build("bare-peer", "bare-peer", release)
+/// Builds `tether` and the bare peer in one cargo invocation (one feature resolution, so the
+/// shared dependencies are compiled once) and returns both binaries' paths.
+pub fn build_tether_and_bare(release: bool) -> Result<(PathBuf, PathBuf)> {
+    let mut args = vec![
+        "build",
+        "-p",
+        "server",
+        "--bin",
+        "tether",
+        "-p",
+        "bare-peer",
+        "--bin",
+        "bare-peer",
+    ];
+    if release {
+        args.push("--release");
+    }
+    crate::util::run(&mut crate::util::cargo(args))?;
+    let dir = crate::web::target_dir().join(if release { "release" } else { "debug" });
+    Ok((dir.join("tether"), dir.join("bare-peer")))
 }
 
 fn build(package: &str, bin: &str, release: bool) -> Result<PathBuf> {
