@@ -23,6 +23,7 @@
 //! reports. Further scenarios go in a file of their own under `bench/` with one line below.
 use anyhow::Result;
 
+mod fdmax;
 mod load;
 mod peers;
 mod scenarios;
@@ -54,6 +55,10 @@ pub struct Args {
     /// Connections opened for the set-up rate.
     #[arg(long, default_value_t = 2_000)]
     setups: usize,
+    /// Instead of the scenarios: attempt this many connections against Tether's open-files
+    /// cap and count admitted, refused (503) and failed ones (`bench/fdmax.rs`).
+    #[arg(long)]
+    fd_max: Option<usize>,
     /// Run only these scenarios (`setup`, `fanout`, `memory`); default all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -70,6 +75,7 @@ pub fn test_step() -> Result<()> {
         idle: 0,
         messages: 0,
         setups: 0,
+        fd_max: None,
         only: Vec::new(),
     })
 }
@@ -84,6 +90,9 @@ pub fn run(args: Args) -> Result<()> {
             fanouts: vec![1, 10],
             only: args.only,
         });
+    }
+    if let Some(attempts) = args.fd_max {
+        return fdmax::run(!args.debug, attempts);
     }
     if args.peers {
         return peers::run(&peers::Plan::full(!args.debug, args.reps.max(1)));

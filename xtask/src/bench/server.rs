@@ -6,6 +6,8 @@ use std::io::BufRead as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
@@ -84,6 +86,8 @@ pub struct Server {
     child: Child,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Lines of its output that mention `Too many open files` (EMFILE), so far.
+    emfile: Arc<AtomicUsize>,
 }
 
 /// How to start `command` pinned to `cpu` (when `taskset` exists and a CPU is given).
@@ -158,12 +162,17 @@ impl Server {
             .with_context(|| format!("starting {}", exe.display()))?;
         let stdout = child.stdout.take().context("piped stdout")?;
         let (tx, rx) = std::sync::mpsc::channel();
+        let emfile = Arc::new(AtomicUsize::new(0));
+        let seen = emfile.clone();
         std::thread::spawn(move || {
             // Read to the end, so the child never blocks on a full pipe.
             for line in std::io::BufReader::new(stdout)
                 .lines()
                 .map_while(Result::ok)
             {
+                if line.contains("Too many open files") {
+                    seen.fetch_add(1, Ordering::Relaxed);
+                }
                 if let Some(port) = port_of(&line) {
                     let _ = tx.send(port);
                 }
@@ -176,7 +185,13 @@ impl Server {
         Ok(Self {
             child,
             addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+            emfile,
         })
+    }
+
+    /// Lines of its output so far that mention `Too many open files`.
+    pub fn emfile_lines(&self) -> usize {
+        self.emfile.load(Ordering::Relaxed)
     }
 
     /// The process id.
