@@ -32,6 +32,8 @@ pub struct App {
     pub shed: crate::admin::Shedder,
     /// When the server started (for `uptime`).
     pub started: Instant,
+    /// The Twilio voice gateway (helper `twilio`): calls, agent breaker, counters.
+    pub calls: Arc<crate::twilio::Gateway>,
     // Source of [`ConnKey`]s.
     next_key: AtomicU64,
 }
@@ -42,6 +44,7 @@ impl App {
     pub fn new(config: Arc<Config>, store: StoreHandle, hub: Hub, drain: Drain) -> Self {
         let auth = Authenticator::new(&config.auth);
         let admission = Arc::new(Admission::new(config.clone(), drain.clone()));
+        let calls = Arc::new(crate::twilio::Gateway::new(&config));
         Self {
             config,
             store,
@@ -52,6 +55,7 @@ impl App {
             drain,
             shed: crate::admin::Shedder::default(),
             started: Instant::now(),
+            calls,
             next_key: AtomicU64::new(1),
         }
     }

@@ -20,6 +20,7 @@ mod admin;
 mod check_env;
 mod probe;
 mod serve;
+mod simulate_call;
 mod token;
 
 use std::process::ExitCode;
@@ -30,6 +31,7 @@ pub use admin::{AdminAction, AdminArgs, admin};
 pub use check_env::check_env;
 pub use probe::{ProbeArgs, probe};
 pub use serve::{serve, shutdown_signal};
+pub use simulate_call::{SimulateCallArgs, simulate_call};
 pub use token::token;
 
 /// Exit status for bad configuration (CONTRACT §2).
@@ -44,6 +46,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Command::CheckEnv(settings) => check_env(&settings),
         Command::Probe(args) => probe(&args),
         Command::Admin(args) => admin(&args),
+        Command::SimulateCall(args) => simulate_call(&args),
     }
 }
 
@@ -75,6 +78,9 @@ pub enum Command {
     /// Operator actions against a running server: `shed` connections, `purge` a channel
     /// (an admin token from `TETHER_TOKEN` or `--token-file`).
     Admin(AdminArgs),
+    /// Play Twilio against a running Tether: signed webhooks, a media stream of 20 ms frames,
+    /// marks and DTMF, an optional drop and resume; one line per call.
+    SimulateCall(SimulateCallArgs),
 }
 
 /// `tether token` arguments: the claims plus the same settings `serve` takes, so the secret is
@@ -256,6 +262,26 @@ pub struct Settings {
     /// File holding the bearer token `GET /metrics` asks for (or set TETHER_METRICS_TOKEN in the environment); unset: `/metrics` is open.
     #[arg(long, env = "TETHER_METRICS_TOKEN_FILE")]
     pub metrics_token_file: Option<String>,
+
+    // --- Twilio voice gateway (helper `twilio`, CONTRACT §2/§10) ---
+    /// The upstream voice agent for Twilio calls: a ws:// or wss:// URL, or builtin:echo
+    /// [default: builtin:echo].
+    #[arg(long, env = "TETHER_AGENT_URL")]
+    pub agent_url: Option<String>,
+    /// How many times one call's media stream may be re-established after it dropped
+    /// [default: 3].
+    #[arg(long, env = "TETHER_CALL_RESUMES")]
+    pub call_resumes: Option<String>,
+    /// Inbound call audio held while the agent link is down, ms; the oldest is dropped beyond it
+    /// [default: 2000].
+    #[arg(long, env = "TETHER_CALL_BUFFER_MS")]
+    pub call_buffer_ms: Option<String>,
+
+    // Several nodes (CONTRACT §12).
+    /// This process's name among several nodes, shown in `/health` as `node` [default: random
+    /// `n_` + 8 hex].
+    #[arg(long, env = "TETHER_NODE_ID")]
+    pub node_id: Option<String>,
 }
 
 impl Settings {

@@ -13,16 +13,48 @@
 //!   `heartbeat`, `drain`, `connection_timeout`, `latency_threshold`, `token_expiry_notice`,
 //!   `log_format`, `limits` ([`Limits`]), `twilio`, `otlp_endpoint`, and `warnings`
 //!   (log each with [`Config::log_warnings`] once logging is installed).
+//!
+//! One file per topic parses that topic's settings: `config/<topic>.rs` has a
+//! `load(&mut Check, &Settings, …) -> T` that applies its defaults (the contract's come from
+//! `protocol::defaults`) and records every bad setting in the [`Check`] instead of returning
+//! early. [`Config::load`] calls each one and puts the results into [`Config`]. A new setting:
+//! append its field to `Settings` (cli.rs), parse it in a new `config/<topic>.rs`, add one field
+//! here and one call in `load`.
 
-use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::auth::{AuthConfig, JwtAlgorithm, Secret};
+use crate::auth::AuthConfig;
 use crate::cli::Settings;
-use crate::store::{StoreConfig, Synchronous};
+use crate::store::StoreConfig;
+
+mod auth;
+mod check;
+mod env;
+mod general;
+mod limits;
+mod net;
+mod observability;
+mod secret;
+mod store;
+mod store_pg;
+mod timing;
+mod tls;
+mod tokens;
+mod twilio;
+
+pub(crate) use check::{Check, given};
+pub use env::Env;
+pub use general::{DEFAULT_PORT, Environment, LogFormat};
+pub use limits::{AuthFailureLimit, Limits, RateLimit};
+pub use net::{AllowedOrigins, Cidr, normalise_origin};
+pub use observability::{ObservabilityConfig, OtlpProtocol};
+pub use store::{DEFAULT_DATABASE_URL, parse_database_url};
+pub use timing::DEFAULT_DRAIN_MS;
+pub use tls::TlsPaths;
+pub use twilio::{AgentUrl, CallSettings, TwilioConfig};
 
 /// The environment variable holding the HS256 secret itself (never a flag).
 pub const SECRET_ENV: &str = "TETHER_JWT_SECRET";
@@ -36,41 +68,6 @@ pub const DEV_SECRET_FILE: &str = "dev-secret";
 pub const MIN_SECRET_BYTES: usize = 32;
 /// The secret [`Config::for_tests`] uses.
 pub const TEST_SECRET: &str = "tether-test-secret-0123456789abcdef0123456789";
-
-/// `development` or `production`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Environment {
-    /// Embedded defaults, generated secret, `/dev/token`.
-    Development,
-    /// Strict: secret required, no `*` origin, TLS (direct or via a trusted proxy).
-    Production,
-}
-
-impl Environment {
-    /// `development` / `production`.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Development => "development",
-            Self::Production => "production",
-        }
-    }
-
-    /// True in production.
-    #[must_use]
-    pub fn is_production(self) -> bool {
-        self == Self::Production
-    }
-}
-
-/// How `serve` writes its log lines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// CONTRACT §7 JSON lines.
-    Json,
-    /// Human-readable.
-    Pretty,
-}
 
 /// Where the HS256 secret came from (for `check-env` and the startup warning).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,111 +99,6 @@ pub enum SecretMode {
     ReadOnly,
 }
 
-/// PEM files to serve HTTPS/WSS directly.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsPaths {
-    /// Certificate chain.
-    pub cert: PathBuf,
-    /// Private key.
-    pub key: PathBuf,
-}
-
-/// A token bucket: `burst` tokens, refilled at `per_sec`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RateLimit {
-    /// Bucket size.
-    pub burst: u32,
-    /// Refill rate per second.
-    pub per_sec: f64,
-}
-
-/// Authentication-failure cool-down (CONTRACT §4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AuthFailureLimit {
-    /// Failures within `window` that trigger the cool-down.
-    pub threshold: u32,
-    /// Counting window.
-    pub window: Duration,
-    /// How long the IP is then refused with 429.
-    pub cooldown: Duration,
-}
-
-/// Admission, rate and size limits.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Limits {
-    /// Largest WebSocket message / HTTP publish body (65536).
-    pub max_message_bytes: usize,
-    /// Open WebSocket connections on this process (10000).
-    pub max_connections: usize,
-    /// Concurrent connections per client IP (1000).
-    pub max_connections_per_ip: usize,
-    /// Concurrent connections per `sub` (no cap).
-    pub max_connections_per_sub: Option<usize>,
-    /// Upgrade attempts per client IP (burst 20, 10/s).
-    pub upgrade: RateLimit,
-    /// Publishes per connection (burst 1000, 500/s).
-    pub publish: RateLimit,
-    /// Auth failures per IP (20 in 60 s → 60 s cool-down).
-    pub auth_failures: AuthFailureLimit,
-    /// Outbound frames queued per connection before the slow-consumer cut-off (1024).
-    pub outbound_queue: usize,
-    /// Rate-limit refusals per IP within the auth-failure window before the cool-down (600; 0: off).
-    pub abuse_rate_limited: u32,
-    /// Protocol errors per IP within the auth-failure window before the cool-down (200; 0: off).
-    pub abuse_protocol_errors: u32,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_message_bytes: 65_536,
-            max_connections: 10_000,
-            max_connections_per_ip: 1_000,
-            max_connections_per_sub: None,
-            upgrade: RateLimit {
-                burst: 20,
-                per_sec: 10.0,
-            },
-            publish: RateLimit {
-                burst: 1_000,
-                per_sec: 500.0,
-            },
-            auth_failures: AuthFailureLimit {
-                threshold: 20,
-                window: Duration::from_secs(60),
-                cooldown: Duration::from_secs(60),
-            },
-            outbound_queue: 1_024,
-            abuse_rate_limited: 600,
-            abuse_protocol_errors: 200,
-        }
-    }
-}
-
-/// The Twilio settings (all four or none).
-#[derive(Clone, PartialEq, Eq)]
-pub struct TwilioConfig {
-    /// `TWILIO_ACCOUNT_SID`.
-    pub account_sid: String,
-    /// `TWILIO_AUTH_TOKEN` (redacted in `Debug`).
-    pub auth_token: Secret,
-    /// `TWILIO_PHONE_NUMBER`.
-    pub phone_number: String,
-    /// `PUBLIC_URL`.
-    pub public_url: String,
-}
-
-impl fmt::Debug for TwilioConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TwilioConfig")
-            .field("account_sid", &self.account_sid)
-            .field("auth_token", &self.auth_token)
-            .field("phone_number", &self.phone_number)
-            .field("public_url", &self.public_url)
-            .finish()
-    }
-}
-
 /// The validated configuration `run()` takes.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -220,6 +112,8 @@ pub struct Config {
     pub database_url: String,
     /// The store settings.
     pub store: StoreConfig,
+    /// This node's name (`TETHER_NODE_ID`, else random `n_` + 8 hex; CONTRACT §12).
+    pub node_id: String,
     /// JWT settings, including the secret.
     pub auth: AuthConfig,
     /// Where the secret came from.
@@ -248,6 +142,8 @@ pub struct Config {
     pub limits: Limits,
     /// Twilio, when all four settings are present.
     pub twilio: Option<TwilioConfig>,
+    /// The call path's settings (agent URL, resumes, buffer), checked even with Twilio off.
+    pub calls: CallSettings,
     /// OTLP endpoint, when set.
     pub otlp_endpoint: Option<String>,
     /// Metrics token and OTLP transport (issue 13).
@@ -287,148 +183,6 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
-/// A snapshot of environment variables (the process's, or a test's).
-#[derive(Debug, Clone, Default)]
-pub struct Env {
-    vars: BTreeMap<String, String>,
-}
-
-impl Env {
-    /// The process environment (non-UTF-8 values are skipped).
-    #[must_use]
-    pub fn process() -> Self {
-        Self {
-            vars: std::env::vars_os()
-                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-                .collect(),
-        }
-    }
-
-    /// A given set of variables.
-    pub fn from_pairs<K: Into<String>, V: Into<String>>(
-        pairs: impl IntoIterator<Item = (K, V)>,
-    ) -> Self {
-        Self {
-            vars: pairs
-                .into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
-        }
-    }
-
-    /// One variable; empty counts as unset.
-    #[must_use]
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.vars
-            .get(name)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
-    }
-}
-
-/// Collects problems while parsing.
-struct Check {
-    errors: Vec<ConfigProblem>,
-    warnings: Vec<ConfigProblem>,
-}
-
-impl Check {
-    fn error(&mut self, setting: &str, message: impl Into<String>) {
-        self.errors.push(ConfigProblem {
-            setting: setting.to_owned(),
-            message: message.into(),
-        });
-    }
-
-    fn warn(&mut self, setting: &str, message: impl Into<String>) {
-        self.warnings.push(ConfigProblem {
-            setting: setting.to_owned(),
-            message: message.into(),
-        });
-    }
-
-    /// Parses a number with a default and a minimum.
-    fn num<T>(&mut self, setting: &str, raw: Option<&String>, default: T, min: T) -> T
-    where
-        T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
-    {
-        let Some(raw) = raw.map(|s| s.trim()).filter(|s| !s.is_empty()) else {
-            return default;
-        };
-        match raw.parse::<T>() {
-            Ok(v) if v >= min => v,
-            Ok(_) => {
-                self.error(setting, format!("{raw:?} is below the minimum {min}"));
-                default
-            }
-            Err(_) => {
-                self.error(setting, format!("not a number: {raw:?}"));
-                default
-            }
-        }
-    }
-
-    fn millis(&mut self, setting: &str, raw: Option<&String>, default: u64, min: u64) -> Duration {
-        Duration::from_millis(self.num(setting, raw, default, min))
-    }
-
-    fn secs(&mut self, setting: &str, raw: Option<&String>, default: u64, min: u64) -> Duration {
-        Duration::from_secs(self.num(setting, raw, default, min))
-    }
-}
-
-/// `TETHER_JWT_ALGORITHM` and `TETHER_JWT_PUBLIC_KEY_FILE`: the pinned algorithm and, for
-/// RS256/EdDSA, a public key that parses.
-fn jwt_key(c: &mut Check, s: &Settings) -> (JwtAlgorithm, Option<Vec<u8>>) {
-    const ALG: &str = "TETHER_JWT_ALGORITHM";
-    const KEY: &str = "TETHER_JWT_PUBLIC_KEY_FILE";
-    let algorithm = match given(s.jwt_algorithm.as_ref()) {
-        None => JwtAlgorithm::Hs256,
-        Some(a) => JwtAlgorithm::parse(a).unwrap_or_else(|| {
-            c.error(
-                ALG,
-                format!("unknown algorithm {a:?} (use HS256, RS256 or EdDSA)"),
-            );
-            JwtAlgorithm::Hs256
-        }),
-    };
-    let path = given(s.jwt_public_key_file.as_ref());
-    let Some(path) = path.filter(|_| algorithm != JwtAlgorithm::Hs256) else {
-        if path.is_some() {
-            c.error(
-                KEY,
-                "set, but the algorithm is HS256 (set TETHER_JWT_ALGORITHM=RS256 or EdDSA)",
-            );
-        } else if algorithm != JwtAlgorithm::Hs256 {
-            c.error(
-                KEY,
-                format!("required with TETHER_JWT_ALGORITHM={}", algorithm.as_str()),
-            );
-        }
-        return (algorithm, None);
-    };
-    let pem = match std::fs::read(path) {
-        Ok(pem) => pem,
-        Err(e) => {
-            c.error(KEY, format!("cannot read {path:?}: {e}"));
-            return (algorithm, None);
-        }
-    };
-    let probe = AuthConfig {
-        algorithm,
-        public_key: Some(pem),
-        ..AuthConfig::with_secret(Vec::new())
-    };
-    if let Err(e) = crate::auth::verifying_key(&probe) {
-        c.error(KEY, format!("{path:?}: {e}"));
-    }
-    (algorithm, probe.public_key)
-}
-
-fn given(raw: Option<&String>) -> Option<&str> {
-    raw.map(|s| s.trim()).filter(|s| !s.is_empty())
-}
-
 impl Config {
     /// Applies the defaults and validates every setting, collecting all problems.
     ///
@@ -437,351 +191,29 @@ impl Config {
     /// — or read when it already exists. Nothing else is touched: the database is opened later
     /// by the store.
     pub fn load(settings: &Settings, env: &Env, mode: SecretMode) -> Result<Self, ConfigErrors> {
-        let mut c = Check {
-            errors: Vec::new(),
-            warnings: Vec::new(),
-        };
+        let mut c = Check::default();
         let s = settings;
 
-        let environment = match given(s.environment.as_ref()) {
-            None => Environment::Development,
-            Some(v) if v.eq_ignore_ascii_case("development") => Environment::Development,
-            Some(v) if v.eq_ignore_ascii_case("production") => Environment::Production,
-            Some(v) => {
-                c.error(
-                    "TETHER_ENV",
-                    format!("unknown environment {v:?} (use development or production)"),
-                );
-                Environment::Development
-            }
-        };
-        let prod = environment.is_production();
-
-        let host = match given(s.host.as_ref()) {
-            None => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            Some("localhost") => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            Some(v) => v.parse().unwrap_or_else(|_| {
-                c.error(
-                    "TETHER_HOST",
-                    format!("not an IP address {v:?} (e.g. 127.0.0.1, 0.0.0.0, ::)"),
-                );
-                IpAddr::V4(Ipv4Addr::LOCALHOST)
-            }),
-        };
-        let port = match given(s.port.as_ref()) {
-            None => 8081,
-            Some(v) => v.parse::<u16>().unwrap_or_else(|_| {
-                c.error("PORT", format!("not a port number {v:?} (0-65535)"));
-                8081
-            }),
-        };
-
-        // The store.
-        let database_url = given(s.database_url.as_ref())
-            .unwrap_or("sqlite://data/tether.db")
-            .to_owned();
-        let db_path = match parse_database_url(&database_url) {
-            Ok(p) => p,
-            Err(msg) => {
-                c.error("DATABASE_URL", msg);
-                PathBuf::from("data/tether.db")
-            }
-        };
-        let synchronous = match given(s.sqlite_synchronous.as_ref()) {
-            None => Synchronous::Normal,
-            Some(v) if v.eq_ignore_ascii_case("normal") => Synchronous::Normal,
-            Some(v) if v.eq_ignore_ascii_case("full") => Synchronous::Full,
-            Some(v) => {
-                c.error(
-                    "TETHER_SQLITE_SYNCHRONOUS",
-                    format!("unknown mode {v:?} (use normal or full)"),
-                );
-                Synchronous::Normal
-            }
-        };
-        let mut store = StoreConfig::sqlite(db_path);
-        store.synchronous = synchronous;
-        store.retention_messages = c.num(
-            "TETHER_RETENTION_MESSAGES",
-            s.retention_messages.as_ref(),
-            store.retention_messages,
-            1,
-        );
-        store.retention_max_age = c.secs(
-            "TETHER_RETENTION_MAX_AGE_SECS",
-            s.retention_max_age_secs.as_ref(),
-            store.retention_max_age.as_secs(),
-            1,
-        );
-        store.dedup_window = c.secs(
-            "TETHER_DEDUP_WINDOW_SECS",
-            s.dedup_window_secs.as_ref(),
-            store.dedup_window.as_secs(),
-            1,
-        );
-        store.maintenance_interval = c.millis(
-            "TETHER_MAINTENANCE_INTERVAL_MS",
-            s.maintenance_interval_ms.as_ref(),
-            u64::try_from(store.maintenance_interval.as_millis()).unwrap_or(60_000),
-            10,
-        );
-        store.batch_max = c.num(
-            "TETHER_STORE_BATCH_MAX",
-            s.store_batch_max.as_ref(),
-            store.batch_max,
-            1,
-        );
-
-        // Timing.
-        let heartbeat = c.millis("TETHER_HEARTBEAT_MS", s.heartbeat_ms.as_ref(), 30_000, 100);
-        let drain = c.millis("TETHER_DRAIN_MS", s.drain_ms.as_ref(), 5_000, 0);
-        let connection_timeout = c.millis(
-            "TETHER_CONNECTION_TIMEOUT_MS",
-            s.connection_timeout_ms.as_ref(),
-            5_000,
-            1,
-        );
-        let latency_threshold = c.millis(
-            "TETHER_LATENCY_THRESHOLD_MS",
-            s.latency_threshold_ms.as_ref(),
-            200,
-            1,
-        );
-        let token_expiry_notice = c.millis(
-            "TETHER_TOKEN_EXPIRY_NOTICE_MS",
-            s.token_expiry_notice_ms.as_ref(),
-            60_000,
-            0,
-        );
-        let log_format = match given(s.log_format.as_ref()) {
-            None => LogFormat::Json,
-            Some(v) if v.eq_ignore_ascii_case("json") => LogFormat::Json,
-            Some(v) if v.eq_ignore_ascii_case("pretty") => LogFormat::Pretty,
-            Some(v) => {
-                c.error(
-                    "TETHER_LOG_FORMAT",
-                    format!("unknown format {v:?} (use json or pretty)"),
-                );
-                LogFormat::Json
-            }
-        };
-
-        // Limits.
-        let d = Limits::default();
-        let limits = Limits {
-            max_message_bytes: c.num(
-                "TETHER_MAX_MESSAGE_BYTES",
-                s.max_message_bytes.as_ref(),
-                d.max_message_bytes,
-                256,
-            ),
-            max_connections: c.num(
-                "TETHER_MAX_CONNECTIONS",
-                s.max_connections.as_ref(),
-                d.max_connections,
-                1,
-            ),
-            max_connections_per_ip: c.num(
-                "TETHER_MAX_CONNECTIONS_PER_IP",
-                s.max_connections_per_ip.as_ref(),
-                d.max_connections_per_ip,
-                1,
-            ),
-            max_connections_per_sub: given(s.max_connections_per_sub.as_ref()).map(|_| {
-                c.num(
-                    "TETHER_MAX_CONNECTIONS_PER_SUB",
-                    s.max_connections_per_sub.as_ref(),
-                    1,
-                    1,
-                )
-            }),
-            upgrade: RateLimit {
-                burst: c.num(
-                    "TETHER_UPGRADE_BURST",
-                    s.upgrade_burst.as_ref(),
-                    d.upgrade.burst,
-                    1,
-                ),
-                per_sec: c.num(
-                    "TETHER_UPGRADE_PER_SEC",
-                    s.upgrade_per_sec.as_ref(),
-                    d.upgrade.per_sec,
-                    0.001,
-                ),
-            },
-            publish: RateLimit {
-                burst: c.num(
-                    "TETHER_PUBLISH_BURST",
-                    s.publish_burst.as_ref(),
-                    d.publish.burst,
-                    1,
-                ),
-                per_sec: c.num(
-                    "TETHER_PUBLISH_PER_SEC",
-                    s.publish_per_sec.as_ref(),
-                    d.publish.per_sec,
-                    0.001,
-                ),
-            },
-            auth_failures: AuthFailureLimit {
-                threshold: c.num(
-                    "TETHER_AUTH_FAILURE_THRESHOLD",
-                    s.auth_failure_threshold.as_ref(),
-                    d.auth_failures.threshold,
-                    1,
-                ),
-                window: c.millis(
-                    "TETHER_AUTH_FAILURE_WINDOW_MS",
-                    s.auth_failure_window_ms.as_ref(),
-                    60_000,
-                    1,
-                ),
-                cooldown: c.millis(
-                    "TETHER_AUTH_FAILURE_COOLDOWN_MS",
-                    s.auth_failure_cooldown_ms.as_ref(),
-                    60_000,
-                    0,
-                ),
-            },
-            outbound_queue: c.num(
-                "TETHER_OUTBOUND_QUEUE",
-                s.outbound_queue.as_ref(),
-                d.outbound_queue,
-                1,
-            ),
-            abuse_rate_limited: c.num(
-                "TETHER_ABUSE_RATE_LIMITED",
-                s.abuse_rate_limited.as_ref(),
-                d.abuse_rate_limited,
-                0,
-            ),
-            abuse_protocol_errors: c.num(
-                "TETHER_ABUSE_PROTOCOL_ERRORS",
-                s.abuse_protocol_errors.as_ref(),
-                d.abuse_protocol_errors,
-                0,
-            ),
-        };
-
-        // Origins.
-        let allowed_origins = parse_origins(&mut c, s.allowed_origins.as_ref(), prod);
-
-        // Trusted proxies.
-        let mut trusted_proxies = Vec::new();
-        if let Some(list) = given(s.trusted_proxies.as_ref()) {
-            for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-                match Cidr::parse(item) {
-                    Ok(cidr) => trusted_proxies.push(cidr),
-                    Err(msg) => c.error("TETHER_TRUSTED_PROXIES", msg),
-                }
-            }
-        }
-
-        // TLS.
-        let tls = match (given(s.tls_cert.as_ref()), given(s.tls_key.as_ref())) {
-            (None, None) => None,
-            (Some(_), None) => {
-                c.error(
-                    "TETHER_TLS_KEY",
-                    "missing (TETHER_TLS_CERT is set; give both or neither)",
-                );
-                None
-            }
-            (None, Some(_)) => {
-                c.error(
-                    "TETHER_TLS_CERT",
-                    "missing (TETHER_TLS_KEY is set; give both or neither)",
-                );
-                None
-            }
-            (Some(cert), Some(key)) => {
-                let mut ok = true;
-                for (name, path) in [("TETHER_TLS_CERT", cert), ("TETHER_TLS_KEY", key)] {
-                    if let Err(e) = std::fs::metadata(path) {
-                        c.error(name, format!("cannot read {path:?}: {e}"));
-                        ok = false;
-                    }
-                }
-                let paths = ok.then(|| TlsPaths {
-                    cert: cert.into(),
-                    key: key.into(),
-                });
-                // Parse them now, so a bad certificate or key is a configuration error (exit 2).
-                match paths.as_ref().map(crate::tls::load) {
-                    Some(Err(e)) => {
-                        c.error("TETHER_TLS_CERT", format!("{e:#}"));
-                        None
-                    }
-                    _ => paths,
-                }
-            }
-        };
-        if prod && tls.is_none() && trusted_proxies.is_empty() {
-            c.warn(
-                "TETHER_TLS_CERT",
-                "production without TLS or trusted proxies: every /ws and /v1/* request will be refused",
-            );
-        }
-
-        let web_dir = given(s.web_dir.as_ref()).and_then(|dir| {
-            if Path::new(dir).is_dir() {
-                Some(PathBuf::from(dir))
-            } else {
-                c.error("TETHER_WEB_DIR", format!("not a folder: {dir:?}"));
-                None
-            }
-        });
-
-        // Twilio: all four or none.
-        let twilio = parse_twilio(&mut c, s, env, prod);
-
-        let otlp_endpoint =
-            given(s.otlp_endpoint.as_ref()).and_then(|v| match url::Url::parse(v) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") => Some(v.to_owned()),
-                _ => {
-                    c.error(
-                        "OTEL_EXPORTER_OTLP_ENDPOINT",
-                        format!("not an http(s) URL: {v:?}"),
-                    );
-                    None
-                }
-            });
-
+        let general = general::load(&mut c, s);
+        let prod = general.environment.is_production();
+        let (database_url, store, node_id) = store::load(&mut c, s);
+        let timing = timing::load(&mut c, s);
+        let limits = limits::load(&mut c, s);
+        let allowed_origins = net::parse_origins(&mut c, s.allowed_origins.as_ref(), prod);
+        let trusted_proxies = net::parse_proxies(&mut c, s.trusted_proxies.as_ref());
+        let tls = tls::load(&mut c, s);
+        tls::warn_plaintext(&mut c, prod, tls.as_ref(), &trusted_proxies);
+        let twilio = twilio::parse_twilio(&mut c, s, env, prod);
+        let calls = twilio::parse_calls(&mut c, s);
         let observability = observability::load(&mut c, s, env);
-
-        // A TETHER_* variable close to a setting's name is probably a typo: warn, do not fail.
-        // Others (the tools' own TETHER_BIN, TETHER_TOKEN, …) are none of the server's business.
-        let mut known = Settings::env_names();
-        known.push(SECRET_ENV.to_owned());
-        known.push(observability::METRICS_TOKEN_ENV.to_owned());
-        for name in env.vars.keys().filter(|k| k.starts_with("TETHER_")) {
-            if known.iter().any(|k| k == name) {
-                continue;
-            }
-            if let Some(close) = known
-                .iter()
-                .map(|k| (edit_distance(k, name), k))
-                .filter(|(d, _)| *d <= 2)
-                .min()
-            {
-                c.warn(
-                    name,
-                    format!("unknown setting, ignored (did you mean {}?)", close.1),
-                );
-            }
-        }
-
+        env::warn_unknown(&mut c, env);
         // The secret last: the development one is only created when everything else is fine.
-        let issuer = given(s.jwt_issuer.as_ref()).map(str::to_owned);
-        let audience = given(s.jwt_audience.as_ref()).map(str::to_owned);
-        let (algorithm, public_key) = jwt_key(&mut c, s);
-        let max_ttl = tokens::max_token_ttl(&mut c, s);
-        let secret = resolve_secret(&mut c, s, env, prod, &store.path, mode);
+        let auth = auth::load(&mut c, s, env, prod, &store.path, mode);
 
         if !c.errors.is_empty() {
             return Err(ConfigErrors(c.errors));
         }
-        let Some((secret, secret_source)) = secret else {
+        let Some((auth, secret_source)) = auth else {
             return Err(ConfigErrors(vec![ConfigProblem {
                 setting: SECRET_ENV.into(),
                 message: "no secret".into(),
@@ -789,34 +221,28 @@ impl Config {
         };
 
         Ok(Self {
-            host,
-            port,
-            environment,
+            host: general.host,
+            port: general.port,
+            environment: general.environment,
             database_url,
             store,
-            auth: AuthConfig {
-                secret,
-                algorithm,
-                public_key,
-                issuer,
-                audience,
-                leeway: Duration::from_secs(5),
-                max_ttl,
-            },
+            node_id,
+            auth,
             secret_source,
             allowed_origins,
             trusted_proxies,
             tls,
-            web_dir,
-            heartbeat,
-            drain,
-            connection_timeout,
-            latency_threshold,
-            token_expiry_notice,
-            log_format,
+            web_dir: general.web_dir,
+            heartbeat: timing.heartbeat,
+            drain: timing.drain,
+            connection_timeout: timing.connection_timeout,
+            latency_threshold: timing.latency_threshold,
+            token_expiry_notice: timing.token_expiry_notice,
+            log_format: general.log_format,
             limits,
             twilio,
-            otlp_endpoint,
+            calls,
+            otlp_endpoint: general.otlp_endpoint,
             observability,
             warnings: c.warnings,
         })
@@ -860,149 +286,6 @@ impl Config {
         }
     }
 }
-
-/// `sqlite://data/tether.db`, `sqlite:data/tether.db`, `sqlite:///abs/x.db` → the file path.
-/// `postgres:` and every other scheme are refused with the line's message.
-pub fn parse_database_url(url: &str) -> Result<PathBuf, String> {
-    let Some((scheme, rest)) = url.split_once(':') else {
-        return Err(format!(
-            "not a URL {url:?} (use sqlite:PATH, e.g. sqlite://data/tether.db)"
-        ));
-    };
-    let valid_scheme = !scheme.is_empty()
-        && scheme
-            .chars()
-            .all(|ch| ch.is_ascii_alphanumeric() || "+-.".contains(ch));
-    if !valid_scheme {
-        return Err(format!(
-            "not a URL {url:?} (use sqlite:PATH, e.g. sqlite://data/tether.db)"
-        ));
-    }
-    match scheme.to_ascii_lowercase().as_str() {
-        "sqlite" => {}
-        "postgres" | "postgresql" => {
-            return Err(
-                "postgres: is not supported by this build yet (use sqlite:PATH, e.g. sqlite://data/tether.db)"
-                    .into(),
-            );
-        }
-        other => {
-            return Err(format!(
-                "unsupported scheme {other:?} (use sqlite: or postgres:)"
-            ));
-        }
-    }
-    let rest = rest.split(['?', '#']).next().unwrap_or_default();
-    let path = rest.strip_prefix("//").unwrap_or(rest);
-    if path.is_empty() {
-        return Err(format!(
-            "no database file in {url:?} (e.g. sqlite://data/tether.db)"
-        ));
-    }
-    if path == ":memory:" || path.starts_with(":memory:") {
-        return Err(
-            "an in-memory database is not durable; give a file (e.g. sqlite://data/tether.db)"
-                .into(),
-        );
-    }
-    Ok(PathBuf::from(path))
-}
-
-fn parse_twilio(c: &mut Check, s: &Settings, env: &Env, prod: bool) -> Option<TwilioConfig> {
-    let token = match (
-        env.get(TWILIO_TOKEN_ENV),
-        given(s.twilio_auth_token_file.as_ref()),
-    ) {
-        (Some(t), None) => Some(t.to_owned()),
-        (None, Some(path)) => match std::fs::read_to_string(path) {
-            Ok(t) => Some(t.trim_end_matches(['\r', '\n']).to_owned()).filter(|t| !t.is_empty()),
-            Err(e) => {
-                c.error(
-                    "TWILIO_AUTH_TOKEN_FILE",
-                    format!("cannot read {path:?}: {e}"),
-                );
-                return None;
-            }
-        },
-        (Some(_), Some(_)) => {
-            c.error(
-                "TWILIO_AUTH_TOKEN",
-                "set either TWILIO_AUTH_TOKEN or TWILIO_AUTH_TOKEN_FILE, not both",
-            );
-            return None;
-        }
-        (None, None) => None,
-    };
-    let sid = given(s.twilio_account_sid.as_ref());
-    let phone = given(s.twilio_phone_number.as_ref());
-    let public_url = given(s.public_url.as_ref());
-    let present = [
-        ("TWILIO_ACCOUNT_SID", sid.is_some()),
-        (TWILIO_TOKEN_ENV, token.is_some()),
-        ("TWILIO_PHONE_NUMBER", phone.is_some()),
-        ("PUBLIC_URL", public_url.is_some()),
-    ];
-    let missing: Vec<&str> = present
-        .iter()
-        .filter(|(_, p)| !p)
-        .map(|(n, _)| *n)
-        .collect();
-    if missing.len() == present.len() {
-        if prod {
-            c.warn(
-                "TWILIO_ACCOUNT_SID",
-                "Twilio not configured: the Twilio features are off",
-            );
-        }
-        return None;
-    }
-    if !missing.is_empty() {
-        c.error(
-            &missing.join(", "),
-            "missing (Twilio needs all of TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_PHONE_NUMBER, PUBLIC_URL, or none)",
-        );
-        return None;
-    }
-    let (sid, token, phone, public_url) = (sid?, token?, phone?, public_url?);
-    match url::Url::parse(public_url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-        _ => {
-            c.error("PUBLIC_URL", format!("not an http(s) URL: {public_url:?}"));
-            return None;
-        }
-    }
-    Some(TwilioConfig {
-        account_sid: sid.to_owned(),
-        auth_token: Secret::new(token.into_bytes()),
-        phone_number: phone.to_owned(),
-        public_url: public_url.to_owned(),
-    })
-}
-
-/// Levenshtein distance (ASCII names).
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<u8> = b.bytes().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.bytes().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
-mod net;
-mod observability;
-pub use observability::{ObservabilityConfig, OtlpProtocol};
-mod secret;
-mod tokens;
-
-use net::parse_origins;
-pub use net::{AllowedOrigins, Cidr, normalise_origin};
-use secret::resolve_secret;
 
 #[cfg(test)]
 mod tests;

@@ -56,6 +56,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/admin/shed", post(crate::admin::shed))
         .route("/metrics", get(crate::metrics::endpoint::metrics))
         .route("/v1/admin/fleet", get(crate::fleet::endpoint::fleet))
+        .merge(crate::twilio::router())
         .route_layer(axum::middleware::from_fn(crate::telemetry::http_layer));
     router = match app.config.web_dir.clone() {
         Some(dir) => {
@@ -132,6 +133,10 @@ async fn health(State(app): State<Arc<App>>) -> Response {
     inputs
         .extra
         .insert("abuse".to_owned(), crate::abuse::health_check(&abuse));
+    if app.calls.enabled.is_some() {
+        let agent = app.calls.health_check(Instant::now());
+        inputs.extra.insert("agent".to_owned(), agent);
+    }
     let thresholds = Thresholds {
         latency: app.config.latency_threshold,
         ..Thresholds::default()

@@ -17,6 +17,7 @@
 //! - [`fdlimit`]: the open-files budget and the connection limit derived from it.
 //! - [`metrics`]: `GET /metrics`; [`telemetry`]: OTLP traces; [`fleet`]: client reports and
 //!   the fleet view (issue 13).
+//! - [`twilio`]: the Twilio voice gateway (CONTRACT §10).
 
 pub mod abuse;
 pub mod admin;
@@ -40,6 +41,7 @@ pub mod session;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod twilio;
 
 use std::future::Future;
 use std::sync::Arc;

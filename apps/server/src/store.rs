@@ -43,8 +43,11 @@
 //! Tests are written once as a suite over `&dyn Store` (`tests/store.rs`) so the PostgreSQL
 //! backend can run the same suite.
 
+pub mod calls;
 pub mod postgres;
 pub mod sqlite;
+
+pub use calls::{CallRecord, CallState};
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -121,6 +124,40 @@ pub trait Store: Send + Sync + 'static {
     fn notifications(&self) -> Notifications {
         Notifications::Local
     }
+
+    // --- Twilio call state (helper `twilio`; types in `store/calls.rs`) ---
+
+    /// Inserts or replaces the record of `record.call_sid`.
+    fn call_put<'a>(&'a self, record: &'a CallRecord) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// The record of `call_sid`, if any.
+    fn call_get<'a>(
+        &'a self,
+        call_sid: &'a str,
+    ) -> BoxFuture<'a, Result<Option<CallRecord>, StoreError>>;
+
+    /// Atomically uses the call's token: `true` (and the token is cleared) when `digest` is
+    /// the call's unused token and it has not expired at `now`; `false` otherwise.
+    fn call_consume_token<'a>(
+        &'a self,
+        call_sid: &'a str,
+        digest: &'a str,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Sets the call's state (and, when given, its end reason and current `streamSid`),
+    /// leaving its token and resume count alone. An unknown call is not created.
+    fn call_set_state<'a>(
+        &'a self,
+        call_sid: &'a str,
+        state: CallState,
+        end_reason: Option<&'a str>,
+        stream_sid: Option<&'a str>,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Calls not `ended`, oldest first.
+    fn calls_active(&self) -> BoxFuture<'_, Result<Vec<CallRecord>, StoreError>>;
 }
 
 /// Whether this node hears the other nodes' commits (see [`Store::notifications`]).
@@ -330,9 +367,9 @@ impl StoreConfig {
         Self {
             path: path.into(),
             synchronous: Synchronous::Normal,
-            retention_messages: 10_000,
-            retention_max_age: Duration::from_secs(24 * 3600),
-            dedup_window: Duration::from_secs(24 * 3600),
+            retention_messages: protocol::defaults::RETENTION_MESSAGES,
+            retention_max_age: Duration::from_millis(protocol::defaults::RETENTION_MAX_AGE_MS),
+            dedup_window: Duration::from_millis(protocol::defaults::DEDUP_WINDOW_MS),
             maintenance_interval: Duration::from_secs(60),
             batch_max: 512,
             events_capacity: 1_024,

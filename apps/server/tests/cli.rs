@@ -69,15 +69,15 @@ fn bad_configuration_exits_2_with_one_line_per_setting() {
 }
 
 #[test]
-fn postgres_is_refused_clearly() {
+fn malformed_postgres_url_is_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let out = run(tether(dir.path())
         .arg("serve")
-        .env("DATABASE_URL", "postgres://u:p@localhost/tether"));
+        .env("DATABASE_URL", "postgres://u:p@localhost:notaport/tether"));
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
     assert!(
-        err.starts_with("DATABASE_URL: postgres: is not supported"),
+        err.starts_with("DATABASE_URL: not a valid postgres URL"),
         "{err}"
     );
     assert!(!err.contains("u:p"), "credentials are not echoed: {err}");

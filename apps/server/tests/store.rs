@@ -4,6 +4,8 @@
 //! `fn(&Path) -> Opened`: SQLite, and PostgreSQL (one fresh database per test on the cluster
 //! of `TETHER_TEST_POSTGRES_URL`, or on a private cluster this process starts, see `pg/mod.rs`).
 
+#[path = "store/calls.rs"]
+mod calls;
 mod pg;
 
 use std::sync::Arc;
@@ -454,6 +456,10 @@ macro_rules! store_suite {
                     events_announce_commits_in_order(&*s, &mut ev).await
                 })
                 .await;
+            }
+            #[tokio::test]
+            async fn call_records() {
+                with_store(|s, _| async move { calls::call_records_round_trip(&*s).await }).await;
             }
             #[tokio::test]
             async fn ping_close() {

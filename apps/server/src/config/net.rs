@@ -150,3 +150,17 @@ pub(super) fn parse_origins(c: &mut Check, raw: Option<&String>, prod: bool) -> 
         AllowedOrigins::List(out)
     }
 }
+
+/// `TETHER_TRUSTED_PROXIES`: a comma-separated list of networks; each bad item is named.
+pub(super) fn parse_proxies(c: &mut Check, raw: Option<&String>) -> Vec<Cidr> {
+    let mut trusted_proxies = Vec::new();
+    if let Some(list) = given(raw) {
+        for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            match Cidr::parse(item) {
+                Ok(cidr) => trusted_proxies.push(cidr),
+                Err(msg) => c.error("TETHER_TRUSTED_PROXIES", msg),
+            }
+        }
+    }
+    trusted_proxies
+}

@@ -1,6 +1,7 @@
 //! Unit tests of config loading: defaults, every refusal named, the development secret.
 
 use super::*;
+use crate::store::Synchronous;
 
 fn in_dir(dir: &Path) -> Settings {
     Settings {
@@ -319,8 +320,8 @@ fn misspelt_tether_variables_warn() {
         w,
         ["TETHER_HEARTBEAT_M: unknown setting, ignored (did you mean TETHER_HEARTBEAT_MS?)"]
     );
-    assert_eq!(edit_distance("TETHER_HOST", "TETHER_HSOT"), 2);
-    assert_eq!(edit_distance("", "abc"), 3);
+    assert_eq!(env::edit_distance("TETHER_HOST", "TETHER_HSOT"), 2);
+    assert_eq!(env::edit_distance("", "abc"), 3);
 }
 
 #[test]
@@ -409,4 +410,20 @@ fn for_tests_is_valid() {
     assert_eq!(c.store.path, dir.path().join("tether.db"));
     assert_eq!(c.auth.secret.expose(), TEST_SECRET.as_bytes());
     assert!(!dir.path().join(DEV_SECRET_FILE).exists());
+}
+
+#[test]
+fn defaults_are_taken_from_protocol() {
+    use protocol::defaults as d;
+    let c = Config::load(&Settings::default(), &strong(), SecretMode::ReadOnly).unwrap();
+    let ms = |x: Duration| u64::try_from(x.as_millis()).unwrap();
+    assert_eq!(ms(c.heartbeat), d::HEARTBEAT_INTERVAL_MS);
+    assert_eq!(ms(c.connection_timeout), d::CONNECTION_TIMEOUT_MS);
+    assert_eq!(ms(c.latency_threshold), d::LATENCY_THRESHOLD_MS);
+    assert_eq!(ms(c.token_expiry_notice), d::TOKEN_EXPIRING_LEAD_MS);
+    assert_eq!(c.limits.max_message_bytes, d::MAX_MESSAGE_BYTES);
+    assert_eq!(c.auth.leeway.as_secs(), d::JWT_LEEWAY_SECS);
+    assert_eq!(c.store.retention_messages, d::RETENTION_MESSAGES);
+    assert_eq!(ms(c.store.retention_max_age), d::RETENTION_MAX_AGE_MS);
+    assert_eq!(ms(c.store.dedup_window), d::DEDUP_WINDOW_MS);
 }

@@ -28,10 +28,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    BoxFuture, ChannelInfo, MaintenanceReport, Notifications, PostgresConfig, PublishOutcome,
-    PublishRequest, Store, StoreConfig, StoreError, StoreEvent, StoredMessage,
+    BoxFuture, CallRecord, CallState, ChannelInfo, MaintenanceReport, Notifications,
+    PostgresConfig, PublishOutcome, PublishRequest, Store, StoreConfig, StoreError, StoreEvent,
+    StoredMessage,
 };
 
+mod calls;
 mod listener;
 mod sequencer;
 mod writer;
@@ -320,6 +322,43 @@ impl Store for PostgresStore {
 
     fn notifications(&self) -> Notifications {
         self.listener.get()
+    }
+
+    fn call_put<'a>(&'a self, record: &'a CallRecord) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(calls::put(&self.pool, record))
+    }
+
+    fn call_get<'a>(
+        &'a self,
+        call_sid: &'a str,
+    ) -> BoxFuture<'a, Result<Option<CallRecord>, StoreError>> {
+        Box::pin(calls::get(&self.pool, call_sid))
+    }
+
+    fn call_consume_token<'a>(
+        &'a self,
+        call_sid: &'a str,
+        digest: &'a str,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(calls::consume_token(&self.pool, call_sid, digest, now))
+    }
+
+    fn call_set_state<'a>(
+        &'a self,
+        call_sid: &'a str,
+        state: CallState,
+        end_reason: Option<&'a str>,
+        stream_sid: Option<&'a str>,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(calls::set_state(
+            &self.pool, call_sid, state, end_reason, stream_sid, now,
+        ))
+    }
+
+    fn calls_active(&self) -> BoxFuture<'_, Result<Vec<CallRecord>, StoreError>> {
+        Box::pin(calls::active(&self.pool))
     }
 }
 

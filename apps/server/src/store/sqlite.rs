@@ -21,10 +21,11 @@ use sqlx::{ConnectOptions as _, Row as _};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    BoxFuture, ChannelInfo, MaintenanceReport, PublishOutcome, PublishRequest, Store, StoreConfig,
-    StoreError, StoreEvent, StoredMessage, Synchronous,
+    BoxFuture, CallRecord, CallState, ChannelInfo, MaintenanceReport, PublishOutcome,
+    PublishRequest, Store, StoreConfig, StoreError, StoreEvent, StoredMessage, Synchronous,
 };
 
+mod calls;
 mod writer;
 
 use writer::{Command, Reply, Writer, to_i64, to_u64};
@@ -224,5 +225,42 @@ impl Store for SqliteStore {
 
     fn kind(&self) -> &'static str {
         "sqlite"
+    }
+
+    fn call_put<'a>(&'a self, record: &'a CallRecord) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(calls::put(&self.read, record))
+    }
+
+    fn call_get<'a>(
+        &'a self,
+        call_sid: &'a str,
+    ) -> BoxFuture<'a, Result<Option<CallRecord>, StoreError>> {
+        Box::pin(calls::get(&self.read, call_sid))
+    }
+
+    fn call_consume_token<'a>(
+        &'a self,
+        call_sid: &'a str,
+        digest: &'a str,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(calls::consume_token(&self.read, call_sid, digest, now))
+    }
+
+    fn call_set_state<'a>(
+        &'a self,
+        call_sid: &'a str,
+        state: CallState,
+        end_reason: Option<&'a str>,
+        stream_sid: Option<&'a str>,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(calls::set_state(
+            &self.read, call_sid, state, end_reason, stream_sid, now,
+        ))
+    }
+
+    fn calls_active(&self) -> BoxFuture<'_, Result<Vec<CallRecord>, StoreError>> {
+        Box::pin(calls::active(&self.read))
     }
 }

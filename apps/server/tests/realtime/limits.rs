@@ -154,3 +154,45 @@ async fn a_client_that_stops_reading_is_cut_1013_and_others_are_unaffected() {
     let offsets: Vec<u64> = fast_got.iter().map(|m| m.offset).collect();
     assert_eq!(offsets, (1..=total as u64).collect::<Vec<_>>());
 }
+
+#[tokio::test]
+async fn the_default_publish_burst_of_1000_is_acked_whole_and_the_next_is_refused() {
+    // The contract's bucket (burst 1000), with refill slowed to nearly nothing so that the
+    // test counts the burst itself and not what trickled back in while sending.
+    let default = server::config::Limits::default().publish;
+    assert_eq!(default.burst, 1_000, "the default burst is the contract's");
+    let server = TestServer::start_with(|c| {
+        c.limits.publish.burst = default.burst;
+        c.limits.publish.per_sec = 0.001;
+    })
+    .await;
+    let (mut c, _) = server.client("burst").await;
+    let burst = 1_000;
+    for i in 0..=burst {
+        c.publish(&format!("b{i}"), "burst", json!(i)).await;
+    }
+    // Acks follow the group commit while a refusal is immediate, so they may interleave:
+    // count every answer, one per publish.
+    let mut acks = 0;
+    let mut nacks = Vec::new();
+    while acks + nacks.len() < burst + 1 {
+        match c.recv().await {
+            ServerMessage::Ack(_) => acks += 1,
+            ServerMessage::Nack(n) => nacks.push(n),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        acks, burst,
+        "every publish within the burst is acked ({nacks:?})"
+    );
+    let [nack] = nacks.as_slice() else {
+        panic!("exactly one refusal expected: {nacks:?}");
+    };
+    assert_eq!(nack.code, ErrorCode::RateLimit);
+    assert_eq!(
+        nack.id,
+        format!("b{burst}"),
+        "the refused one is the first past the burst"
+    );
+}

@@ -11,3 +11,8 @@ mod delivery;
 mod http_api;
 mod limits;
 mod messages;
+mod nodes;
+#[path = "../pg/mod.rs"]
+mod pg;
+mod twilio;
+mod twilio_hostile;
