@@ -29,6 +29,7 @@ mod peers;
 mod scenarios;
 mod server;
 mod solo;
+mod storm;
 
 /// `cargo xtask bench` options.
 #[derive(clap::Args, Debug)]
@@ -59,6 +60,10 @@ pub struct Args {
     /// cap and count admitted, refused (503) and failed ones (`bench/fdmax.rs`).
     #[arg(long)]
     fd_max: Option<usize>,
+    /// Instead of the scenarios: a reconnect storm of this many native clients, the server
+    /// SIGKILLed and restarted (`bench/storm.rs`).
+    #[arg(long)]
+    storm: Option<usize>,
     /// Run only these scenarios (`setup`, `fanout`, `memory`); default all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -76,6 +81,7 @@ pub fn test_step() -> Result<()> {
         messages: 0,
         setups: 0,
         fd_max: None,
+        storm: None,
         only: Vec::new(),
     })
 }
@@ -93,6 +99,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     if let Some(attempts) = args.fd_max {
         return fdmax::run(!args.debug, attempts);
+    }
+    if let Some(clients) = args.storm {
+        return storm::run(!args.debug, clients);
     }
     if args.peers {
         return peers::run(&peers::Plan::full(!args.debug, args.reps.max(1)));

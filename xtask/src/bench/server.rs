@@ -110,11 +110,22 @@ impl Server {
         max_connections: usize,
         cpu: Option<usize>,
     ) -> Result<Self> {
+        Self::tether_on(exe, dir, max_connections, cpu, 0)
+    }
+
+    /// [`Server::tether`] on `port` (0: any free one), e.g. a restart on the same port.
+    pub fn tether_on(
+        exe: &Path,
+        dir: &Path,
+        max_connections: usize,
+        cpu: Option<usize>,
+        port: u16,
+    ) -> Result<Self> {
         let max = max_connections.to_string();
         let mut cmd = pinned(exe, cpu);
         cmd.arg("serve")
             .envs(tether_env(dir))
-            .env("PORT", "0")
+            .env("PORT", port.to_string())
             .env("TETHER_HOST", "127.0.0.1")
             .env("TETHER_LOG_FORMAT", "json")
             // Connection lines at info would cost the server more than the work measured.
