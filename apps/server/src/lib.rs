@@ -14,6 +14,7 @@
 //!   [`app`]: the shared state; [`admin`]: operator actions (shed, purge).
 //! - [`tls`]: direct HTTPS/WSS with rustls; [`security_headers`]: HSTS and friends;
 //!   [`abuse`]: unusual patterns per IP and `sub`.
+//! - [`fdlimit`]: the open-files budget and the connection limit derived from it.
 //! - [`metrics`]: `GET /metrics`; [`telemetry`]: OTLP traces; [`fleet`]: client reports and
 //!   the fleet view (issue 13).
 //! - [`twilio`]: the Twilio voice gateway (CONTRACT §10).
@@ -26,6 +27,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod drain;
+pub mod fdlimit;
 pub mod fleet;
 pub mod http;
 pub mod hub;

@@ -60,7 +60,8 @@ pub fn serve(settings: &Settings) -> ExitCode {
     }
 }
 
-async fn start(config: Config) -> anyhow::Result<()> {
+async fn start(mut config: Config) -> anyhow::Result<()> {
+    crate::fdlimit::apply(&mut config);
     // A span around start-up, so an OTLP collector sees each start and how long it took.
     let startup = tracing::info_span!("tether.startup");
     let opened = crate::store::open(&config.store)
