@@ -30,6 +30,7 @@ mod scenarios;
 mod server;
 mod solo;
 mod storm;
+mod twilio;
 
 /// `cargo xtask bench` options.
 #[derive(clap::Args, Debug)]
@@ -64,6 +65,13 @@ pub struct Args {
     /// SIGKILLed and restarted (`bench/storm.rs`).
     #[arg(long)]
     storm: Option<usize>,
+    /// Instead of the scenarios: this many simulated Twilio calls at once through
+    /// `builtin:echo` (`bench/twilio.rs`); 200 is 10,000 frames/s each way.
+    #[arg(long)]
+    calls: Option<usize>,
+    /// With `--calls`: seconds of audio per call.
+    #[arg(long, default_value_t = 20.0)]
+    call_seconds: f64,
     /// Run only these scenarios (`setup`, `fanout`, `memory`); default all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -82,20 +90,26 @@ pub fn test_step() -> Result<()> {
         setups: 0,
         fd_max: None,
         storm: None,
+        calls: None,
+        call_seconds: 0.0,
         only: Vec::new(),
     })
 }
 
 pub fn run(args: Args) -> Result<()> {
     if args.smoke {
-        return solo::run(&solo::Plan {
+        solo::run(&solo::Plan {
             release: false,
             idle: 50,
             messages: 200,
             setups: 50,
             fanouts: vec![1, 10],
             only: args.only,
-        });
+        })?;
+        return twilio::run(false, 2, 1.0);
+    }
+    if let Some(calls) = args.calls {
+        return twilio::run(!args.debug, calls, args.call_seconds);
     }
     if let Some(attempts) = args.fd_max {
         return fdmax::run(!args.debug, attempts);

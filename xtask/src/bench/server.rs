@@ -91,7 +91,7 @@ pub struct Server {
 }
 
 /// How to start `command` pinned to `cpu` (when `taskset` exists and a CPU is given).
-fn pinned(program: &Path, cpu: Option<usize>) -> Command {
+pub fn pinned(program: &Path, cpu: Option<usize>) -> Command {
     match cpu {
         Some(cpu) if has_taskset() => {
             let mut c = Command::new("taskset");
@@ -121,10 +121,23 @@ impl Server {
         cpu: Option<usize>,
         port: u16,
     ) -> Result<Self> {
+        Self::tether_with(exe, dir, max_connections, cpu, port, &[])
+    }
+
+    /// [`Server::tether_on`] with `extra` environment (e.g. the Twilio settings).
+    pub fn tether_with(
+        exe: &Path,
+        dir: &Path,
+        max_connections: usize,
+        cpu: Option<usize>,
+        port: u16,
+        extra: &[(&str, &str)],
+    ) -> Result<Self> {
         let max = max_connections.to_string();
         let mut cmd = pinned(exe, cpu);
         cmd.arg("serve")
             .envs(tether_env(dir))
+            .envs(extra.iter().copied())
             .env("PORT", port.to_string())
             .env("TETHER_HOST", "127.0.0.1")
             .env("TETHER_LOG_FORMAT", "json")
