@@ -190,3 +190,19 @@ fn human_format_redacts_too() {
     assert!(text.contains("token=[redacted]"), "{text}");
     assert!(!text.contains("SECRET-VALUE"), "{text}");
 }
+
+#[test]
+fn the_filter_tells_its_level_so_dependencies_do_not_build_discarded_log_records() {
+    use tracing_subscriber::filter::LevelFilter;
+    use tracing_subscriber::layer::Filter;
+    let info = super::levels(tracing_subscriber::EnvFilter::new("info"));
+    assert_eq!(
+        Filter::<tracing_subscriber::Registry>::max_level_hint(&info),
+        Some(LevelFilter::INFO)
+    );
+    let debug = super::levels(tracing_subscriber::EnvFilter::new("warn,server=debug"));
+    assert_eq!(
+        Filter::<tracing_subscriber::Registry>::max_level_hint(&debug),
+        Some(LevelFilter::DEBUG)
+    );
+}
