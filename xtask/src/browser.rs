@@ -7,6 +7,8 @@
 //! The scenario itself (dashboard against a real `tether`) is in `browser/scenario.rs`.
 
 mod scenario;
+// js: the @tether/client page (issue 15).
+mod js_client;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};

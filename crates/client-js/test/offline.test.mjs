@@ -2,18 +2,11 @@
 // port nobody listens on; a bad channel is refused at once.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import net from "node:net";
 import WebSocket from "ws";
 
-const { TetherClient } = await import(process.env.TETHER_JS_PKG ?? "../../../target/js/pkg/index.js");
+import { pkg, closedPort } from "./support.mjs";
 
-async function closedPort() {
-  const srv = net.createServer();
-  await new Promise((r) => srv.listen(0, "127.0.0.1", r));
-  const { port } = srv.address();
-  await new Promise((r) => srv.close(r));
-  return port;
-}
+const { TetherClient } = pkg;
 
 test("FAILED after the attempt budget", async () => {
   const port = await closedPort();

@@ -3,20 +3,11 @@
 // queue across a simulated reload (a fresh client on the same storage).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import net from "node:net";
 import WebSocket from "ws";
-import { Server, pkg, until, memoryStorage } from "./support.mjs";
+import { Server, pkg, until, memoryStorage, closedPort } from "./support.mjs";
 
 const { TetherClient } = pkg;
 const FAST = { initialRetryDelay: 50, maxRetryDelay: 250 };
-
-async function closedPort() {
-  const srv = net.createServer();
-  await new Promise((r) => srv.listen(0, "127.0.0.1", r));
-  const { port } = srv.address();
-  await new Promise((r) => srv.close(r));
-  return port;
-}
 
 function client(t, options) {
   const c = new TetherClient({ WebSocket, ...FAST, ...options });

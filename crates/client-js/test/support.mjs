@@ -3,6 +3,7 @@
 // port and database; tokens from `tether token`; the built package from TETHER_JS_PKG.
 import { spawn, execFileSync } from "node:child_process";
 import fs from "node:fs";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import readline from "node:readline";
@@ -19,6 +20,15 @@ export async function until(what, cond, ms = 15000, detail = () => "") {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} ${detail()}`);
     await new Promise((r) => setTimeout(r, 10));
   }
+}
+
+/** A loopback port nobody listens on (bound, read, released). */
+export async function closedPort() {
+  const srv = net.createServer();
+  await new Promise((r) => srv.listen(0, "127.0.0.1", r));
+  const { port } = srv.address();
+  await new Promise((r) => srv.close(r));
+  return port;
 }
 
 /** An in-memory `{getItem, setItem}`: what a browser's localStorage keeps across a reload. */

@@ -237,6 +237,11 @@ async fn scenario(
     let client = driver.open(chromium, &run_dir.join("profile")).await?;
 
     let steps = steps(&client, &mut server, &origin, out_dir).await;
+    // js: the @tether/client package in a plain page on the same origin (browser/js_client.rs).
+    let steps = match steps {
+        Ok(()) => super::js_client::run(&client, &origin, &web.dist, out_dir).await,
+        err => err,
+    };
     if steps.is_err() {
         // Best effort: what the page showed when it failed, for whoever reads the CI log.
         let _ = screenshot(&client, out_dir, "failure").await;
