@@ -9,6 +9,7 @@
 //! | `ws_driver.rs` | the `Session` driven with `web_sys::WebSocket`, `setTimeout`, online/offline |
 //! | `ws_driver/events.rs` | the session's events turned into what the page shows and logs |
 //! | `model.rs` | what the page shows, as signals the driver writes and the views read |
+//! | `calls.rs` | the Calls panel's model: call events folded into one row per call |
 //! | `ui.rs`, `ui/*` | the views: status, RTT, quality, alerts, health, channel, queue, log |
 //! | `health_poll.rs` | polls `GET /health` |
 //! | `token.rs` | tokens from `/dev/token` or the hosting page (`window.TETHER_CONFIG`) |
@@ -16,6 +17,7 @@
 //! | `storage.rs` | what survives a reload (`localStorage`) |
 //! | `http.rs` | `fetch` helpers |
 
+mod calls;
 mod config;
 mod health_poll;
 mod http;

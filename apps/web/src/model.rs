@@ -9,6 +9,8 @@ use leptos::prelude::*;
 use protocol::ConnectionState;
 use serde::{Deserialize, Serialize};
 
+use crate::calls::Calls;
+
 /// RTT samples kept for the live chart.
 pub const RTT_HISTORY: usize = 60;
 /// Messages kept (and persisted) per channel.
@@ -177,6 +179,10 @@ pub struct Model {
     pub log: RwSignal<VecDeque<LogRow>>,
     /// The publisher identity (`sub`) in use.
     pub sub: RwSignal<String>,
+    /// The calls of the Twilio gateway (channels `calls` and `call:{CallSid}`).
+    pub calls: RwSignal<Calls>,
+    /// The call whose event log the Calls panel shows (`None`: the first row).
+    pub selected_call: RwSignal<Option<String>>,
 }
 
 impl Model {
@@ -201,6 +207,8 @@ impl Model {
             notice: RwSignal::new(None),
             log: RwSignal::new(VecDeque::new()),
             sub: RwSignal::new(String::new()),
+            calls: RwSignal::new(Calls::new()),
+            selected_call: RwSignal::new(None),
         }
     }
 

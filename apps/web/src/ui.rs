@@ -3,6 +3,7 @@
 //! Element ids (and `data-testid`s on repeated rows) are stable: the browser test and anyone
 //! scripting the page rely on them (`#status-label`, `#sync-status`, `#channel-input`, …).
 
+mod calls;
 mod channel;
 mod connection;
 mod health;
@@ -30,6 +31,7 @@ pub fn App(model: Model) -> impl IntoView {
             <channel::QueueCard model=model />
             <health::HealthCard model=model />
             <channel::ChannelCard model=model />
+            <calls::CallsCard model=model />
             <connection::RttCard model=model />
             <connection::MetricsCard model=model />
             <connection::AlertsCard model=model />

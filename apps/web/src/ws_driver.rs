@@ -25,6 +25,7 @@ use crate::model::{HealthView, Level, MessageRow, Model};
 use crate::storage::{self, keys};
 use crate::token::{self, HeldToken};
 
+mod calls;
 mod events;
 
 thread_local! {
@@ -206,6 +207,7 @@ pub fn start(model: Model) {
             d.model.online.set(false);
             d.session.handle_input(now, Input::NetworkOffline);
         }
+        d.start_calls();
         if let Some(channel) = d.config.channel.clone()
             && !d.session.subscriptions().contains(&channel)
             && let Err(err) = d.subscribe(&channel)

@@ -94,7 +94,12 @@ pub fn ChannelCard(model: Model) -> impl IntoView {
             </form>
             <div class="chips" id="channel-list">
                 <For
-                    each=move || model.channels.get()
+                    // The Calls panel owns `calls` and `call:…` (and shows their status).
+                    each=move || {
+                        let mut chs = model.channels.get();
+                        chs.retain(|(c, _)| !crate::calls::is_call_channel(c));
+                        chs
+                    }
                     key=|(c, s)| (c.clone(), s.clone())
                     children=move |(name, chip_status)| {
                         let select = name.clone();

@@ -19,6 +19,9 @@ impl Driver {
         let model = self.model;
         match event {
             SessionEvent::Connection(ev) => self.on_connection_event(now, ev),
+            SessionEvent::Message(d) if crate::calls::is_call_channel(&d.channel) => {
+                self.on_call_message(&d.channel, &d.data);
+            }
             SessionEvent::Message(d) => {
                 model.add_message(MessageRow {
                     text: payload_text(&d.data),
