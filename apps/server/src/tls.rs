@@ -25,7 +25,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use axum::Router;
 use axum::extract::ConnectInfo;
-use axum::serve::Listener;
+use axum::serve::{Listener, ListenerExt as _};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::pem::PemObject as _;
@@ -115,7 +115,16 @@ pub fn serve_with(
     header_timeout: Duration,
 ) -> ServeFuture {
     match tls {
-        None => Box::pin(serve_loop(listener, router, stop, header_timeout)),
+        // Small frames (pings, 20 ms call audio) must not wait behind Nagle for the peer's
+        // delayed ACK; the TLS path sets the same on each accepted socket.
+        None => Box::pin(serve_loop(
+            listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            }),
+            router,
+            stop,
+            header_timeout,
+        )),
         Some(config) => Box::pin(serve_loop(
             TlsListener::new(listener, config),
             router,

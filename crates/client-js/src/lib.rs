@@ -26,6 +26,7 @@
 //! keeps the bindings free of `serde-wasm-bindgen`/`js-sys` and lets the native unit tests
 //! exercise this exact code.
 
+#![warn(missing_docs)]
 use std::collections::VecDeque;
 use std::time::Duration;
 
