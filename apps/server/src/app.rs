@@ -30,6 +30,8 @@ pub struct App {
     pub drain: Drain,
     /// Sessions an operator may shed (`POST /v1/admin/shed`).
     pub shed: crate::admin::Shedder,
+    /// What every session's machine needs from the config (built once).
+    pub session: Arc<crate::session::Policy>,
     /// When the server started (for `uptime`).
     pub started: Instant,
     /// The Twilio voice gateway (helper `twilio`): calls, agent breaker, counters.
@@ -43,6 +45,7 @@ impl App {
     #[must_use]
     pub fn new(config: Arc<Config>, store: StoreHandle, hub: Hub, drain: Drain) -> Self {
         let auth = Authenticator::new(&config.auth);
+        let session = Arc::new(crate::session::Policy::from_config(&config));
         let admission = Arc::new(Admission::new(config.clone(), drain.clone()));
         let calls = Arc::new(crate::twilio::Gateway::new(&config));
         Self {
@@ -54,6 +57,7 @@ impl App {
             admission,
             drain,
             shed: crate::admin::Shedder::default(),
+            session,
             started: Instant::now(),
             calls,
             next_key: AtomicU64::new(1),

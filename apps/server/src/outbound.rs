@@ -6,14 +6,53 @@
 //! session, which closes with 1013 (`slow_consumer_disconnected`). Replays never pass through
 //! here: they are written straight from the store, paced by the socket (see `session`).
 //!
+//! Every frame is a [`Delivery`] tagged with the subscription it is for (channel and the
+//! session's generation number of that subscription), so the session drops frames queued for
+//! a subscription that has since been ended or replaced instead of writing them after the
+//! `unsubscribed` or the new `subscribed`.
+//!
 //! Hand-rolled instead of a tokio `mpsc`: an idle connection's queue holds no allocation (an
 //! empty `VecDeque`), which matters at 10,000 idle connections.
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::hash::{DefaultHasher, Hash as _, Hasher as _};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::Notify;
+
+/// One frame for one subscription of a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The channel.
+    pub channel: Arc<str>,
+    /// The session's number for the subscription this frame belongs to.
+    pub generation: u64,
+    /// What the frame is.
+    pub kind: DeliveryKind,
+    /// The encoded frame, shared by every subscriber.
+    pub frame: Utf8Bytes,
+}
+
+/// What a [`Delivery`] carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryKind {
+    /// A `message` frame at this offset.
+    Message(u64),
+    /// The `subscribed` notice of a purge; the new epoch's [`epoch_tag`].
+    Purged(u64),
+}
+
+/// A short, stable tag of an epoch string, so a subscription remembers which epoch it is on
+/// in 8 bytes instead of a heap string (epochs are random; a collision would need 2^32 purges
+/// of one channel).
+#[must_use]
+pub fn epoch_tag(epoch: &str) -> u64 {
+    // `DefaultHasher::new()` uses fixed keys: the same epoch gives the same tag everywhere.
+    let mut h = DefaultHasher::new();
+    epoch.hash(&mut h);
+    h.finish()
+}
 
 /// The queue was full: the connection has been cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,7 +62,7 @@ pub struct Overflow;
 #[derive(Debug)]
 pub struct Outbound {
     // A std mutex: held only for a push or a pop, never across an await.
-    queue: Mutex<VecDeque<Utf8Bytes>>,
+    queue: Mutex<VecDeque<Delivery>>,
     capacity: usize,
     // Wakes the session when a frame arrives (a stored permit covers the race with `recv`).
     ready: Notify,
@@ -46,7 +85,7 @@ impl Outbound {
     }
 
     /// Queues a frame, or cuts the connection when the queue is full.
-    pub fn push(&self, frame: Utf8Bytes) -> Result<(), Overflow> {
+    pub fn push(&self, frame: Delivery) -> Result<(), Overflow> {
         if self.cut.load(Ordering::Acquire) {
             return Err(Overflow);
         }
@@ -84,7 +123,7 @@ impl Outbound {
     }
 
     /// The next frame, waiting for one. Single consumer.
-    pub async fn recv(&self) -> Utf8Bytes {
+    pub async fn recv(&self) -> Delivery {
         loop {
             if let Some(frame) = self.try_pop() {
                 return frame;
@@ -93,7 +132,8 @@ impl Outbound {
         }
     }
 
-    fn try_pop(&self) -> Option<Utf8Bytes> {
+    /// The next frame, if one is waiting.
+    pub fn try_pop(&self) -> Option<Delivery> {
         let mut queue = self.queue.lock().expect("outbound lock is never poisoned");
         let frame = queue.pop_front();
         if queue.is_empty() && queue.capacity() > 64 {
@@ -115,17 +155,32 @@ impl Outbound {
 mod tests {
     use super::*;
 
+    fn frame(text: &'static str) -> Delivery {
+        Delivery {
+            channel: Arc::from("c"),
+            generation: 1,
+            kind: DeliveryKind::Message(1),
+            frame: Utf8Bytes::from_static(text),
+        }
+    }
+
     #[tokio::test]
     async fn delivers_in_order_then_cuts_when_full() {
         let q = Outbound::new(2);
-        q.push("a".into()).unwrap();
-        q.push("b".into()).unwrap();
-        assert_eq!(q.recv().await.as_str(), "a");
-        q.push("c".into()).unwrap();
-        assert_eq!(q.push("d".into()), Err(Overflow));
+        q.push(frame("a")).unwrap();
+        q.push(frame("b")).unwrap();
+        assert_eq!(q.recv().await.frame.as_str(), "a");
+        q.push(frame("c")).unwrap();
+        assert_eq!(q.push(frame("d")), Err(Overflow));
         assert!(q.is_cut());
         assert!(q.is_empty());
         q.cut().await;
-        assert_eq!(q.push("e".into()), Err(Overflow));
+        assert_eq!(q.push(frame("e")), Err(Overflow));
+    }
+
+    #[test]
+    fn epoch_tags_are_stable_and_distinct() {
+        assert_eq!(epoch_tag("e_1"), epoch_tag("e_1"));
+        assert_ne!(epoch_tag("e_1"), epoch_tag("e_2"));
     }
 }
