@@ -129,6 +129,11 @@ impl ProcessGuard {
         }
     }
 
+    /// How the process ended, once it has exited on its own (`None` while it runs).
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+
     /// Kills the process (SIGKILL, by pid) and reaps it.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

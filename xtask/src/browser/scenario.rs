@@ -5,7 +5,8 @@
 //! killed → `Reconnecting...`; a publish while it is down shows "1 waiting to sync"; a reload
 //! while it is still down keeps the queued message; the server restarts on the same database →
 //! `Connected`, the queue drains ("All synced"), and the history endpoint holds the message
-//! exactly once.
+//! exactly once. Then issue 11's call steps (`scenario/calls.rs`): a simulated Twilio call in the
+//! Calls panel, its agent link lost and restored, the call ended.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -14,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use fantoccini::{Client, Locator};
+
+mod calls;
 
 use super::{Driver, ProcessGuard, ensure_chromium, free_port, screenshot, wait_for_text};
 use crate::util::project_root;
@@ -405,6 +408,7 @@ async fn steps(client: &Client, server: &mut Server, origin: &str, shots: &Path)
         texts == expected,
         "history holds {texts:?}, expected {expected:?}"
     );
+    calls::steps(client, server, shots, &step).await?;
     step("8. the same page at phone width, for people to look at");
     client
         .set_window_size(390, 1600)
