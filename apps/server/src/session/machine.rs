@@ -22,9 +22,11 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
 use protocol::{
-    Claims, ClientMessage, CloseCode, ErrorCode, ErrorFrame, Pong, Reconnect, ReconnectReason,
-    Refreshed, ServerMessage, Timestamp, TokenExpiring, Welcome, decode_client, encode,
+    Claims, ClientMessage, CloseCode, ErrorCode, ErrorFrame, Pong, Refreshed, ServerMessage,
+    Timestamp, TokenExpiring, Welcome, decode_client, encode,
 };
+
+mod closing;
 
 use super::cursor::{Catchup, Sub};
 pub use super::events::{Frame, HubOp, Output, StoreOp, StoreReply};
@@ -521,40 +523,6 @@ impl Machine {
                 );
             }
         }
-    }
-
-    /// The server drains: `reconnect` spread over the drain window, then 1012.
-    pub fn handle_drain(&mut self, after_ms: u64) {
-        self.advise(after_ms, ReconnectReason::Shutdown);
-    }
-
-    /// An operator shed this connection (`POST /v1/admin/shed`).
-    pub fn handle_shed(&mut self, after_ms: u64) {
-        self.advise(after_ms, ReconnectReason::Shed);
-    }
-
-    fn advise(&mut self, after_ms: u64, reason: ReconnectReason) {
-        if self.state == State::Closed {
-            return;
-        }
-        crate::metrics::reconnect_advice(reason);
-        let advice = ServerMessage::Reconnect(Reconnect { after_ms, reason });
-        self.close(CloseCode::SERVICE_RESTART, "service restart", Some(advice));
-    }
-
-    /// The outbound queue overflowed: a slow consumer, closed with 1013.
-    pub fn handle_cut(&mut self, queue_capacity: usize) {
-        if self.state == State::Closed {
-            return;
-        }
-        crate::metrics::slow_consumer();
-        tracing::warn!(
-            component = "websocket",
-            event = "slow_consumer_disconnected",
-            connection_id = %self.connection_id,
-            queue_capacity,
-        );
-        self.close(CloseCode::TRY_AGAIN_LATER, "slow consumer", None);
     }
 
     /// A frame the hub queued for this connection.

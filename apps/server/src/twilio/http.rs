@@ -93,6 +93,24 @@ impl Form {
     }
 }
 
+/// The common start of the three webhooks: Twilio configured (else `404`), the signature
+/// (else `403`), a Twilio `CallSid` (else `400`).
+async fn call_webhook<'a>(
+    gw: &'a Gateway,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(&'a Enabled, Form, String), Response> {
+    let Some(tw) = gw.enabled.as_ref() else {
+        return Err(not_configured());
+    };
+    let form = verified(tw, uri, headers, body).await?;
+    let call_sid = form
+        .sid("CallSid")
+        .map_err(|message| bad_request(&message))?;
+    Ok((tw, form, call_sid))
+}
+
 /// Reads the body (bounded), checks the signature over `PUBLIC_URL` + path + query, and
 /// returns the form parameters.
 async fn verified(
@@ -170,16 +188,9 @@ fn issue_token(record: &mut CallRecord) -> String {
 
 async fn voice(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
     let gw = &app.calls;
-    let Some(tw) = gw.enabled.as_ref() else {
-        return not_configured();
-    };
-    let form = match verified(tw, &uri, &headers, body).await {
-        Ok(f) => f,
+    let (tw, form, call_sid) = match call_webhook(gw, &uri, &headers, body).await {
+        Ok(w) => w,
         Err(r) => return r,
-    };
-    let call_sid = match form.sid("CallSid") {
-        Ok(s) => s,
-        Err(message) => return bad_request(&message),
     };
     if gw.agent_open(Instant::now()) {
         tracing::warn!(component = "twilio", event = "call_refused_agent_open", call_sid = %call_sid);
@@ -208,16 +219,9 @@ async fn voice(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap, body: 
 
 async fn after(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
     let gw = &app.calls;
-    let Some(tw) = gw.enabled.as_ref() else {
-        return not_configured();
-    };
-    let form = match verified(tw, &uri, &headers, body).await {
-        Ok(f) => f,
+    let (tw, _, call_sid) = match call_webhook(gw, &uri, &headers, body).await {
+        Ok(w) => w,
         Err(r) => return r,
-    };
-    let call_sid = match form.sid("CallSid") {
-        Ok(s) => s,
-        Err(message) => return bad_request(&message),
     };
     let mut record = match app.store.call_get(&call_sid).await {
         Ok(Some(r)) => r,
@@ -270,16 +274,9 @@ async fn stream_status(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let Some(tw) = app.calls.enabled.as_ref() else {
-        return not_configured();
-    };
-    let form = match verified(tw, &uri, &headers, body).await {
-        Ok(f) => f,
+    let (_, form, call_sid) = match call_webhook(&app.calls, &uri, &headers, body).await {
+        Ok(w) => w,
         Err(r) => return r,
-    };
-    let call_sid = match form.sid("CallSid") {
-        Ok(s) => s,
-        Err(message) => return bad_request(&message),
     };
     let event = form.get("StreamEvent").unwrap_or_default();
     if !matches!(event, "stream-started" | "stream-stopped" | "stream-error") {
